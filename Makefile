@@ -1,0 +1,53 @@
+# The data platform lab. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+TOOLS := .tools
+# Use a uv already on PATH; otherwise bootstrap a pinned one into .tools/.
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+VENV := .venv
+STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | sha256sum | cut -c1-12)
+RUN := $(VENV)/bin
+
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	rm -f $(VENV)/.synced-* && touch $(STAMP)
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(STAMP) ## Create .venv from the lock file (only when it changed)
+
+.PHONY: demo
+demo: $(STAMP) ## Run the platform end to end on the embedded default
+	$(RUN)/lab ingest
+	$(RUN)/lab lake status
+
+.PHONY: test
+test: $(STAMP) ## Run the whole test suite (starts what it needs)
+	$(RUN)/pytest
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
+	$(RUN)/ruff check .
+	$(RUN)/ruff format --check .
+	$(RUN)/mypy
+
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmark scripts (prints figures; not part of test)
+	$(RUN)/python bench/ingest.py
+
+.PHONY: clean
+clean: ## Remove local state (.lab/) — the lake, warehouse and registry
+	rm -rf .lab

