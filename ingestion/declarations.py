@@ -9,8 +9,8 @@ any folder named by ``LAB_SOURCES_DIRS`` (default ``./sources``).
 from __future__ import annotations
 
 import glob as globlib
-from collections.abc import Iterable
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -186,8 +186,6 @@ def load_declarations(extra_dirs: Iterable[Path] = ()) -> dict[str, SourceDeclar
         for path in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]):
             decl = _parse(path)
             if decl.name in found:
-                raise DeclarationError(
-                    f"{path}: source {decl.name!r} is already declared in {found[decl.name].origin}"
-                )
+                raise DeclarationError(f"{path}: source {decl.name!r} is already declared in {found[decl.name].origin}")
             found[decl.name] = decl
     return found

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile, ManifestContent
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -156,7 +156,9 @@ def _ensure_table(catalog, identifier: str, decl: SourceDeclaration) -> Table:  
     if decl.partition:
         source_id = schema.find_field(decl.partition.column).field_id
         spec = PartitionSpec(
-            PartitionField(source_id=source_id, field_id=1000, transform=MonthTransform(), name=f"{decl.partition.column}_month")
+            PartitionField(
+                source_id=source_id, field_id=1000, transform=MonthTransform(), name=f"{decl.partition.column}_month"
+            )
         )
     properties = {"lab.source": decl.name, "lab.mode": decl.mode, "lab.primary-key": ",".join(decl.primary_key)}
     return catalog.create_table_if_not_exists(identifier, schema=schema, partition_spec=spec, properties=properties)
@@ -222,21 +224,21 @@ def _commit_with_retry(
 
     ``build`` is called on a fresh table each attempt and returns (files to remove,
     files to add), so the delete set always matches the snapshot being replaced.
-    pyiceberg 0.12 raises ``CommitFailedException`` on a stale base and does not
-    retry by itself.
+    pyiceberg 0.12 retries a stale commit itself, but keeps its stale delete set and
+    so refuses (``ValidationException``) an overwrite whose base gained files in the
+    meantime, even in another partition; re-planning here makes such races succeed.
     """
     for attempt in range(1, retries + 2):
         table = load_table()
         remove, add = build(table)
         try:
-            with table.transaction() as txn:
-                with txn.update_snapshot(snapshot_properties=properties).overwrite() as producer:
-                    for data_file in remove:
-                        producer.delete_data_file(data_file)
-                    for data_file in add:
-                        producer.append_data_file(data_file)
+            with table.transaction() as txn, txn.update_snapshot(snapshot_properties=properties).overwrite() as files:
+                for data_file in remove:
+                    files.delete_data_file(data_file)
+                for data_file in add:
+                    files.append_data_file(data_file)
             return load_table(), attempt
-        except CommitFailedException:
+        except (CommitFailedException, ValidationException):
             if attempt > retries:
                 raise
             delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
@@ -345,7 +347,9 @@ def ingest(
             )
         bad_names = [h for h in header if h.startswith("_") or not h]
         if bad_names:
-            raise SchemaMismatchError(f"{landed_file.name}: column names may not be empty or start with '_': {bad_names}")
+            raise SchemaMismatchError(
+                f"{landed_file.name}: column names may not be empty or start with '_': {bad_names}"
+            )
         extras[landed_file.uri] = [h for h in header if h not in declared]
 
     table = _ensure_table(catalog, identifier, decl)
@@ -565,5 +569,7 @@ def content_checksum(table: Table, columns: list[str] | None = None) -> str:
     digest = 0
     for row in data.select(columns).to_pylist():
         # A sum, not XOR: duplicate rows must not cancel out.
-        digest = (digest + int.from_bytes(hashlib.sha256(repr(sorted(row.items())).encode()).digest()[:16], "big")) % (1 << 128)
+        digest = (digest + int.from_bytes(hashlib.sha256(repr(sorted(row.items())).encode()).digest()[:16], "big")) % (
+            1 << 128
+        )
     return f"{digest:032x}:{data.num_rows}"

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ingestion.declarations import Column, SourceDeclaration
+from ingestion.declarations import Column
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.large_string(),
@@ -138,7 +138,12 @@ def _jsonl_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
             obj = {"__unparseable__": text}
         if not rows:
             first_line = number
-        rows.append({k: None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in obj.items()})
+        rows.append(
+            {
+                k: None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+                for k, v in obj.items()
+            }
+        )
         lines.append(text)
         if len(rows) == batch_rows:
             yield _jsonl_batch(rows, lines, first_line)
@@ -153,7 +158,9 @@ def _jsonl_batch(rows: list[dict[str, str | None]], lines: list[str], first_line
         names.update(dict.fromkeys(row))
     names.pop("__unparseable__", None)
     arrays = [pa.array([row.get(n) for row in rows], type=pa.string()) for n in names]
-    batch = pa.RecordBatch.from_arrays(arrays, names=list(names)) if names else pa.RecordBatch.from_pylist([{}] * len(rows))
+    batch = (
+        pa.RecordBatch.from_arrays(arrays, names=list(names)) if names else pa.RecordBatch.from_pylist([{}] * len(rows))
+    )
     # Blank lines are skipped, so line numbers are exact only for contiguous rows;
     # the raw line text is kept verbatim for quarantine either way.
     return RawBatch(batch, first_line=first_line, raw_lines=lines)

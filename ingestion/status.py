@@ -39,7 +39,11 @@ def lake_status(catalog: Catalog, settings: Settings) -> list[TableStatus]:
         table = catalog.load_table(name)
         snapshot = table.current_snapshot()
         summary = snapshot.summary if snapshot and snapshot.summary else None
-        partitions = len(table.inspect.partitions()) if snapshot and not table.spec().is_unpartitioned() else (1 if snapshot else 0)
+        partitions = (
+            len(table.inspect.partitions())
+            if snapshot and not table.spec().is_unpartitioned()
+            else (1 if snapshot else 0)
+        )
         out.append(
             TableStatus(
                 name=name,

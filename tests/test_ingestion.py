@@ -50,9 +50,7 @@ def declare(settings: Settings, text: str) -> SourceDeclaration:
 
 
 def events_source(settings: Settings, rows: list[list[str]], header: list[str] | None = None) -> SourceDeclaration:
-    data = write_csv(
-        settings.home.parent / "events.csv", header or ["event_id", "kind", "amount", "happened_at"], rows
-    )
+    data = write_csv(settings.home.parent / "events.csv", header or ["event_id", "kind", "amount", "happened_at"], rows)
     return declare(settings, EVENTS_DECLARATION.format(path=data))
 
 
@@ -205,7 +203,9 @@ def test_missing_required_column_fails_before_writing(local_settings: Settings) 
     ingest(decl, local_settings)
     catalog = open_catalog(local_settings)
     before = catalog.load_table("raw.events").metadata_location
-    decl = events_source(local_settings, [r[:1] + r[2:] for r in GOOD_ROWS], header=["event_id", "amount", "happened_at"])
+    decl = events_source(
+        local_settings, [r[:1] + r[2:] for r in GOOD_ROWS], header=["event_id", "amount", "happened_at"]
+    )
     with pytest.raises(SchemaMismatchError, match="required column 'kind' missing"):
         ingest(decl, local_settings)
     assert catalog.load_table("raw.events").metadata_location == before
@@ -233,7 +233,9 @@ def test_partition_argument_is_checked(local_settings: Settings) -> None:
 def test_upsert_replaces_rows_by_key(any_settings: Settings) -> None:
     folder = any_settings.sources_dirs[0]
     folder.mkdir(parents=True, exist_ok=True)
-    data = write_csv(any_settings.home.parent / "carriers.csv", ["code", "name"], [["AA", "American"], ["UA", "United"]])
+    data = write_csv(
+        any_settings.home.parent / "carriers.csv", ["code", "name"], [["AA", "American"], ["UA", "United"]]
+    )
     (folder / "carriers.yml").write_text(
         f"name: carriers\ninput: {{path: {data}}}\nprimary_key: [code]\nmode: upsert\n"
         "columns: [{name: code, required: true}, {name: name}]\n"

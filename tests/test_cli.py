@@ -1,0 +1,78 @@
+"""The `lab` CLI as a user meets it: help, tables, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lab.cli import EXIT_QUALITY_GATE, EXIT_USER_ERROR, app
+from lab.settings import get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LAB_HOME", str(tmp_path / ".lab"))
+    monkeypatch.setenv("LAB_SOURCES_DIRS", f'["{tmp_path / "sources"}"]')
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("args", [[], ["ingest"], ["lake", "status"], ["lake", "quarantine"], ["sources"]])
+def test_every_command_has_help(args: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_ingest_then_status() -> None:
+    result = runner.invoke(app, ["ingest", "airlines", "airports"])
+    assert result.exit_code == 0, result.output
+    assert "raw.airlines" in result.output and "1,458" in result.output
+    status = runner.invoke(app, ["lake", "status"])
+    assert status.exit_code == 0
+    assert "raw.airports" in status.output and "1,458" in status.output
+    quarantine = runner.invoke(app, ["lake", "quarantine", "airlines"])
+    assert quarantine.exit_code == 0
+    assert "0 row(s) shown" in quarantine.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "nope"], "unknown source nope"),
+        (["ingest", "weather", "--partition", "2013-1"], "not a month in the form YYYY-MM"),
+        (["ingest", "planes", "--partition", "2013-01"], "--partition applies to partitioned sources only"),
+    ],
+)
+def test_user_mistakes_are_one_line(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_USER_ERROR
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_declaration_is_one_line(lab_home: Path) -> None:
+    (lab_home / "sources").mkdir()
+    (lab_home / "sources" / "x.yml").write_text("name: x\ninput: {path: x.csv}\ncolumns: [{name: a, type: money}]\n")
+    result = runner.invoke(app, ["sources"])
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "x.yml: columns.0.type" in result.output
+
+
+def test_quality_gate_has_its_own_exit_code(lab_home: Path) -> None:
+    (lab_home / "sources").mkdir()
+    (lab_home / "bad.csv").write_text("id,n\n1,2\n2,x\n3,y\n")
+    (lab_home / "sources" / "bad.yml").write_text(
+        f"name: bad\ninput: {{path: {lab_home / 'bad.csv'}}}\nprimary_key: [id]\n"
+        "columns: [{name: id, type: int, required: true}, {name: n, type: int}]\n"
+    )
+    result = runner.invoke(app, ["ingest", "bad"])
+    assert result.exit_code == EXIT_QUALITY_GATE
+    assert "2 of 3 rows are bad" in result.output
