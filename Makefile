@@ -29,13 +29,21 @@ help: ## Show this help
 .PHONY: install
 install: $(STAMP) ## Create .venv from the lock file (only when it changed)
 
+# Headless Chromium renders the dbt docs site in the tests (Debian package; root on the lab machines).
+.PHONY: system-deps
+system-deps: ## Install the OS packages the tests need (chromium), if missing
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 .PHONY: demo
 demo: $(STAMP) ## Run the platform end to end on the embedded default
 	$(RUN)/lab ingest
 	$(RUN)/lab lake status
+	$(RUN)/lab build
 
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite (starts what it needs)
+test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs)
 	$(RUN)/pytest
 
 .PHONY: lint

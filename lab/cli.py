@@ -151,6 +151,147 @@ def _progress(label: str) -> Iterator[Callable[[int], None]]:
         yield lambda rows: progress.update(task, completed=rows)
 
 
+Target = Annotated[
+    str | None, typer.Option("--target", "-t", help="dbt target: duckdb (embedded) or postgres. Default: LAB_DBT_TARGET.")
+]
+
+
+def _with_target(settings: Settings, target: str | None) -> Settings:
+    from ingestion.errors import LabError
+
+    if target is None:
+        return settings
+    if target not in {"duckdb", "postgres"}:
+        raise LabError(f"--target must be duckdb or postgres, not {target!r}")
+    return settings.model_copy(update={"dbt_target": target})
+
+
+@app.command()
+def build(
+    target: Target = None,
+    month: Annotated[
+        str | None, typer.Option("--month", "-m", help="Process one month (YYYY-MM) of the incremental models.")
+    ] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")] = False,
+    select: Annotated[str | None, typer.Option("--select", "-s", help="dbt node selection.")] = None,
+) -> None:
+    """Publish the lake to the warehouse and run `dbt build` (models, tests, unit tests)."""
+    from ingestion.loader import month_index
+    from transform.dbt import build_vars, mart_relations, run_dbt
+    from transform.publish import publish
+    from transform.warehouse import row_counts
+
+    with _user_errors():
+        settings = _with_target(_settings(), target)
+        if month is not None:
+            month_index(month)
+        with console.status(f"publishing the lake to {settings.dbt_target}"):
+            published = publish(settings)
+        for table in published:
+            console.print(f"raw.{table.name:<10} snapshot {table.snapshot_id}  {table.rows:>9,} rows")
+        args = ["build", *build_vars(month)]
+        if full_refresh:
+            args.append("--full-refresh")
+        if select:
+            args += ["--select", select]
+        result = run_dbt(settings, args)
+        console.print(
+            f"dbt build on {settings.dbt_target}: {result.count('model', 'success')} models, "
+            f"{result.count('test', 'pass')} data tests, {result.count('unit_test', 'pass')} unit tests passed"
+        )
+        counts = row_counts(settings, mart_relations(settings))
+    table = Table("mart", "rows", title=f"Marts on {settings.dbt_target}")
+    for name, rows in counts.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+
+
+@app.command()
+def docs(
+    target: Target = None,
+    port: Annotated[int, typer.Option(help="Port to serve the docs site on.")] = 8080,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the site after generating it.")] = True,
+) -> None:
+    """Generate the dbt docs site (also as one static HTML file) and serve it locally."""
+    import functools
+    import http.server
+
+    from transform.dbt import run_dbt, target_dir
+
+    with _user_errors():
+        settings = _with_target(_settings(), target)
+        run_dbt(settings, ["docs", "generate", "--static"])
+    site = target_dir(settings)
+    console.print(f"static site (one file): {site / 'static_index.html'}")
+    if not serve:
+        return
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        console.print(f"serving the docs at http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            console.print("stopped")
+
+
+@app.command()
+def train(
+    target: Target = None,
+    model: Annotated[str, typer.Option(help="gbm (gradient boosting) or baseline (logistic regression).")] = "gbm",
+) -> None:
+    """Train on the training mart, log the run to MLflow and register the model as challenger."""
+    from ingestion.errors import LabError
+    from ml.train import train as run_train
+
+    with _user_errors():
+        settings = _with_target(_settings(), target)
+        if model not in {"gbm", "baseline"}:
+            raise LabError(f"--model must be gbm or baseline, not {model!r}")
+        with console.status(f"training {model} on the {settings.dbt_target} training mart"):
+            result = run_train(settings, model)  # type: ignore[arg-type]
+    table = Table("metric", "held-out months", title=f"{settings.model_name} v{result.model_version} (challenger)")
+    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "baseline_roc_auc", "baseline_pr_auc"):
+        if key in result.metrics:
+            table.add_row(key, f"{result.metrics[key]:.4f}")
+    console.print(table)
+    console.print(f"run {result.run_id} · {result.rows:,} rows · training-set checksum {result.checksum}")
+
+
+@app.command()
+def promote(
+    target: Target = None,
+    version: Annotated[str | None, typer.Option(help="Model version to gate (default: the challenger).")] = None,
+) -> None:
+    """Make the challenger champion only if it beats the champion on the same held-out months."""
+    from ml.registry import promote as run_promote
+
+    with _user_errors():
+        settings = _with_target(_settings(), target)
+        decision = run_promote(settings, version)
+    verdict = "[green]promoted[/green]" if decision.promoted else "[yellow]not promoted[/yellow]"
+    console.print(f"v{decision.challenger_version} {verdict}: {decision.reason}")
+
+
+@app.command()
+def reproduce(run_id: Annotated[str, typer.Argument(help="The MLflow run to rebuild.")]) -> None:
+    """Rebuild a run's training set from its recorded Iceberg snapshots and check it matches."""
+    from ml.reproduce import reproduce as run_reproduce
+
+    with _user_errors():
+        with console.status("rebuilding the training set at the recorded snapshots"):
+            result = run_reproduce(_settings(), run_id)
+    for name, snapshot in result.snapshots.items():
+        console.print(f"raw.{name:<10} snapshot {snapshot}")
+    console.print(f"training-set checksum  recorded {result.recorded_checksum}")
+    console.print(f"                       rebuilt  {result.rebuilt_checksum}")
+    for key, value in result.rebuilt_metrics.items():
+        console.print(f"{key:<22} recorded {result.recorded_metrics[key]:.6f}  rebuilt {value:.6f}")
+    if not result.matches:
+        err.print("[red]error:[/red] the rebuilt training set does not match the run")
+        raise typer.Exit(1)
+    console.print("[green]reproduced: identical training set and metrics[/green]")
+
+
 @lake.command("status")
 def lake_status() -> None:
     """Every table with its rows, partitions, snapshots and last load."""

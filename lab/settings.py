@@ -63,6 +63,28 @@ class Settings(BaseSettings):
     target_file_rows: int = Field(default=1_048_576, gt=0)
     commit_retries: int = Field(default=8, ge=0)
 
+    # --- warehouse and dbt (profiles.yml reads these same LAB_* variables) -------
+    dbt_target: Literal["duckdb", "postgres"] = "duckdb"
+    dbt_project_dir: Path = Field(default=PROJECT_ROOT / "dbt_project")
+    duckdb_path: Path | None = None  # default: <home>/warehouse.duckdb
+    duckdb_extension_directory: Path | None = None  # default: <home>/duckdb_extensions
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_user: str = "postgres"
+    pg_password: SecretStr = SecretStr("")
+    pg_database: str = "lab"
+    pg_schema: str = "analytics"
+
+    # --- MLflow: tracking, registry, promotion ----------------------------------
+    mlflow_tracking_uri: str = ""  # default: sqlite under home; full stack: http://mlflow:5000
+    mlflow_artifact_uri: str = ""  # default: a folder under home (ignored by a tracking server)
+    mlflow_experiment: str = "flight-delay"
+    model_name: str = "flight_delay"
+    # A challenger must beat the champion's ROC AUC by this much to be promoted.
+    promotion_margin: float = Field(default=0.001, ge=0.0)
+    # Months at the end of the training mart held out for evaluation.
+    eval_months: int = Field(default=2, ge=1)
+
     @model_validator(mode="after")
     def _fill_defaults_under_home(self) -> Settings:
         home = self.home.resolve()
@@ -73,6 +95,12 @@ class Settings(BaseSettings):
             self.warehouse_uri = (home / "warehouse").as_uri()
         if not self.catalog_uri:
             self.catalog_uri = f"sqlite:///{home / 'catalog.db'}"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+        if not self.mlflow_artifact_uri:
+            self.mlflow_artifact_uri = (home / "mlartifacts").as_uri()
+        self.duckdb_path = (self.duckdb_path or home / "warehouse.duckdb").resolve()
+        self.duckdb_extension_directory = (self.duckdb_extension_directory or home / "duckdb_extensions").resolve()
         if self.environment == "production":
             secret = self.s3_secret_access_key
             if secret is not None and secret.get_secret_value() in _PLACEHOLDER_SECRETS:
@@ -97,6 +125,27 @@ class Settings(BaseSettings):
         if self.uses_s3:
             props["s3.region"] = self.s3_region
         return props
+
+
+    def pg_url(self, database: str | None = None) -> str:
+        """libpq URL of the Postgres warehouse (or another database on its server)."""
+        password = self.pg_password.get_secret_value()
+        auth = f"{self.pg_user}:{password}" if password else self.pg_user
+        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+
+    def dbt_env(self) -> dict[str, str]:
+        """The LAB_* variables ``dbt_project/profiles.yml`` reads, as absolute values."""
+        return {
+            "LAB_DBT_TARGET": self.dbt_target,
+            "LAB_DUCKDB_PATH": str(self.duckdb_path),
+            "LAB_DUCKDB_EXTENSION_DIRECTORY": str(self.duckdb_extension_directory),
+            "LAB_PG_HOST": self.pg_host,
+            "LAB_PG_PORT": str(self.pg_port),
+            "LAB_PG_USER": self.pg_user,
+            "LAB_PG_PASSWORD": self.pg_password.get_secret_value(),
+            "LAB_PG_DATABASE": self.pg_database,
+            "LAB_PG_SCHEMA": self.pg_schema,
+        }
 
 
 @lru_cache

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg
+from pydantic import SecretStr
 import pytest
 
 from lab.settings import Settings
@@ -115,3 +116,63 @@ def any_settings(request: pytest.FixtureRequest) -> Settings:
     """The same test body against both storage backends."""
     name = "local_settings" if request.param == "local" else "s3_settings"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def pg_session_database(pg_server_url: str) -> Iterator[str]:
+    """A database shared by the session's warehouse tests; dropped at the end."""
+    name = f"lab_session_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{pg_server_url}/postgres", autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    yield name
+    with psycopg.connect(f"{pg_server_url}/postgres", autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A lake holding every bundled source, loaded once per session. Do not modify it."""
+    from ingestion.declarations import load_declarations
+    from ingestion.loader import ingest
+
+    home = tmp_path_factory.mktemp("lake") / ".lab"
+    settings = Settings(home=home, sources_dirs=[])
+    for decl in load_declarations().values():
+        ingest(decl, settings)
+    return settings
+
+
+def _pg_parts(url: str) -> dict[str, object]:
+    parsed = urlparse(url)
+    return {
+        "pg_host": parsed.hostname or "127.0.0.1",
+        "pg_port": parsed.port or 5432,
+        "pg_user": parsed.username or "postgres",
+        "pg_password": SecretStr(parsed.password or ""),
+    }
+
+
+@pytest.fixture(scope="session")
+def duckdb_built(lake_settings: Settings) -> Settings:
+    """The lake published to DuckDB and `dbt build` run on it (full build)."""
+    from transform.dbt import run_dbt
+    from transform.publish import publish
+
+    settings = lake_settings.model_copy(update={"dbt_target": "duckdb"})
+    publish(settings)
+    run_dbt(settings, ["build"])
+    return settings
+
+
+@pytest.fixture(scope="session")
+def postgres_built(lake_settings: Settings, pg_server_url: str, pg_session_database: str) -> Settings:
+    """The lake published to Postgres and `dbt build` run on it (full build)."""
+    from transform.dbt import run_dbt
+    from transform.publish import publish
+
+    settings = lake_settings.model_copy(
+        update={"dbt_target": "postgres", "pg_database": pg_session_database, **_pg_parts(pg_server_url)}
+    )
+    publish(settings)
+    run_dbt(settings, ["build"])
+    return settings

@@ -1,0 +1,7 @@
+{#- Fails on every row where `expression` is not true. -#}
+{% test expression_is_true(model, expression, where=none) %}
+select *
+from {{ model }}
+where not ({{ expression }})
+{% if where %} and {{ where }} {% endif %}
+{% endtest %}

@@ -1,0 +1,115 @@
+"""The training set: read from the training mart, split by time, fingerprinted.
+
+The mart's contract is the feature list: every column that is not the key, the
+label or a timestamp is a feature, strings are categorical and the rest numeric.
+A feature added to the mart is picked up by the next training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from lab.settings import Settings
+
+TRAINING_MART = "mart_training_flights"
+KEY = "flight_id"
+LABEL = "is_departure_delayed"
+TIME = "scheduled_departure_at"
+# Columns of the mart that describe the row but are not known features.
+NOT_FEATURES = {KEY, LABEL, TIME, "scheduled_departure_date", "departure_delay_minutes", "flight_month"}
+
+
+@dataclass
+class TrainingSet:
+    """The mart's rows, the split and the feature lists the model will use."""
+
+    frame: pd.DataFrame
+    categorical: list[str]
+    numeric: list[str]
+    eval_start: date
+    eval_end: date
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.frame[self.frame[TIME].dt.date < self.eval_start]
+
+    @property
+    def eval(self) -> pd.DataFrame:
+        dates = self.frame[TIME].dt.date
+        return self.frame[(dates >= self.eval_start) & (dates <= self.eval_end)]
+
+    def xy(self, part: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        return part[self.features], part[LABEL].to_numpy(dtype=int)
+
+
+def read_mart(settings: Settings, relation: str | None = None) -> pd.DataFrame:
+    """The training mart as pandas, ordered by key so fits are deterministic."""
+    from transform.dbt import mart_relations
+    from transform.warehouse import query
+
+    relation = relation or mart_relations(settings)[TRAINING_MART]
+    frame = query(settings, f"select * from {relation} order by {KEY}").to_pandas()
+    return prepare(frame)
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """Types a model can rely on at training and serving time alike.
+
+    Integer and boolean features become float64: at inference they may be
+    missing, and an integer column cannot hold a missing value.
+    """
+    frame = frame.copy()
+    frame[TIME] = pd.to_datetime(frame[TIME], utc=True)
+    for column in frame.columns:
+        if column in NOT_FEATURES:
+            continue
+        dtype = frame[column].dtype
+        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+            frame[column] = frame[column].astype("float64")
+        else:
+            frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
+    frame[LABEL] = frame[LABEL].astype(bool)
+    return frame
+
+
+def feature_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(categorical, numeric) feature names, in mart order."""
+    features = [c for c in frame.columns if c not in NOT_FEATURES]
+    categorical = [c for c in features if frame[c].dtype == object]
+    numeric = [c for c in features if c not in categorical]
+    return categorical, numeric
+
+
+def split(frame: pd.DataFrame, eval_months: int) -> TrainingSet:
+    """Hold out the last ``eval_months`` calendar months; train on everything before.
+
+    With too few months for that (a first monthly run), the last quarter of the
+    days is held out instead. Never a random split across time.
+    """
+    months = sorted(frame[TIME].dt.strftime("%Y-%m").unique())
+    days = sorted(frame[TIME].dt.date.unique())
+    if len(months) > eval_months:
+        first = months[-eval_months]
+        eval_start = date(int(first[:4]), int(first[5:]), 1)
+    else:
+        eval_start = days[int(len(days) * 0.75)]
+    categorical, numeric = feature_columns(frame)
+    return TrainingSet(frame, categorical, numeric, eval_start, days[-1])
+
+
+def checksum(frame: pd.DataFrame) -> str:
+    """Order-independent fingerprint of a data frame's rows and columns."""
+    ordered = frame[sorted(frame.columns)]
+    row_hashes = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
+    total = int(row_hashes.sum(dtype=np.uint64))  # wraps mod 2**64: order-independent
+    columns = hashlib.sha256(",".join(ordered.columns).encode()).hexdigest()[:8]
+    return f"{total:016x}-{columns}-{len(frame)}"

@@ -1,0 +1,116 @@
+"""Promotion: the challenger becomes champion only if it is measurably better.
+
+Both models are scored on the *same* evaluation window (the challenger's
+held-out months, read fresh from the mart), so a model trained on an easier
+window cannot win by luck of the calendar. The decision and both scores are
+written on the challenger's model version, whichever way it goes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from lab.settings import Settings
+from ml.data import TIME, read_mart, split
+from ml.train import CHALLENGER, CHAMPION, configure_mlflow, score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decision:
+    """What ``promote`` decided and why."""
+
+    promoted: bool
+    challenger_version: str
+    champion_version: str | None  # the champion before the decision
+    challenger_auc: float
+    champion_auc: float | None
+    margin: float
+    reason: str
+
+
+def _eval_window(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
+    dates = frame[TIME].dt.date
+    return frame[(dates >= date.fromisoformat(start)) & (dates <= date.fromisoformat(end))]
+
+
+def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame | None = None) -> Decision:
+    """Gate a model version (default: the challenger) against the current champion."""
+    import mlflow
+
+    configure_mlflow(settings)
+    client = mlflow.MlflowClient()
+    name = settings.model_name
+    candidate = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+
+    run = client.get_run(candidate.run_id)
+    frame = read_mart(settings) if frame is None else frame
+    window = _eval_window(frame, run.data.params["eval_start"], run.data.params["eval_end"])
+    data = split(frame, settings.eval_months)
+    x, y = data.xy(window)
+    candidate_auc = score(mlflow.sklearn.load_model(f"models:/{name}/{candidate.version}"), x, y)["roc_auc"]
+
+    champion_auc: float | None = None
+    if champion is None:
+        promoted, reason = True, "no champion yet"
+    elif champion.version == candidate.version:
+        promoted, reason = False, "already champion"
+        champion_auc = candidate_auc
+    else:
+        champion_model = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
+        champion_auc = score(champion_model, x, y)["roc_auc"]
+        promoted = candidate_auc >= champion_auc + settings.promotion_margin
+        verdict = "beats" if promoted else "does not beat"
+        reason = (
+            f"ROC AUC {candidate_auc:.4f} {verdict} champion v{champion.version} "
+            f"{champion_auc:.4f} + margin {settings.promotion_margin}"
+        )
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    tags = {
+        "lab.promotion.decision": "promoted" if promoted else "rejected",
+        "lab.promotion.reason": reason,
+        "lab.promotion.eval_window": f"{run.data.params['eval_start']}..{run.data.params['eval_end']}",
+        "lab.promotion.challenger_auc": f"{candidate_auc:.6f}",
+        "lab.promotion.champion_auc": "" if champion_auc is None else f"{champion_auc:.6f}",
+        "lab.promotion.champion_version": champion.version if champion else "",
+        "lab.promotion.margin": str(settings.promotion_margin),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, candidate.version, key, value)
+    log.info("promotion of v%s: %s", candidate.version, reason)
+    return Decision(
+        promoted=promoted,
+        challenger_version=str(candidate.version),
+        champion_version=str(champion.version) if champion else None,
+        challenger_auc=candidate_auc,
+        champion_auc=champion_auc,
+        margin=settings.promotion_margin,
+        reason=reason,
+    )
+
+
+def champion_summary(settings: Settings) -> dict[str, object]:
+    """Version, metrics and lineage of the current champion."""
+    import mlflow
+
+    configure_mlflow(settings)
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    run = client.get_run(version.run_id)
+    return {
+        "name": settings.model_name,
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "metrics": dict(run.data.metrics),
+        "lineage": {k: v for k, v in run.data.tags.items() if k.startswith("lab.") or k.startswith("mlflow.source.git")},
+    }

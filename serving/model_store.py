@@ -1,0 +1,104 @@
+"""The served model: the registry's champion, swapped atomically when it changes.
+
+A request reads ``store.current`` once and uses that (version, model) pair for
+everything it does, so every response names the version that produced it even
+while a new champion is being swapped in. Swapping is one reference assignment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from lab.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded model version and what the API reports about it."""
+
+    name: str
+    version: str
+    run_id: str
+    model: Any  # a fitted sklearn Pipeline
+    features: list[str]
+    metrics: dict[str, float]
+    lineage: dict[str, str]
+
+    def predict_proba(self, frame: Any) -> Any:
+        return self.model.predict_proba(frame[self.features])[:, 1]
+
+
+class ModelStore:
+    """Holds the champion and follows its alias."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._current: ServedModel | None = None
+        self._lock = threading.Lock()  # serialises reloads, never reads
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    @property
+    def current(self) -> ServedModel:
+        model = self._current
+        if model is None:
+            raise RuntimeError("no model loaded")
+        return model
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def _load(self, version: str) -> ServedModel:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        mv = client.get_model_version(self.settings.model_name, version)
+        run = client.get_run(mv.run_id)
+        model = mlflow.sklearn.load_model(f"models:/{self.settings.model_name}/{version}")
+        params = run.data.params
+        features = [f for f in f"{params['categorical_features']},{params['numeric_features']}".split(",") if f]
+        lineage = {k: v for k, v in run.data.tags.items() if k.startswith(("lab.", "mlflow.source.git"))}
+        return ServedModel(
+            self.settings.model_name, str(version), mv.run_id, model, features, dict(run.data.metrics), lineage
+        )
+
+    def champion_version(self) -> str:
+        import mlflow
+
+        alias = mlflow.MlflowClient().get_model_version_by_alias(self.settings.model_name, "champion")
+        return str(alias.version)
+
+    def reload(self) -> tuple[str | None, str]:
+        """Load the champion if it changed; returns (old version, new version)."""
+        with self._lock:
+            version = self.champion_version()
+            old = self._current.version if self._current else None
+            if version != old:
+                loaded = self._load(version)
+                self._current = loaded  # the atomic switch
+                log.info("serving %s v%s (was v%s)", loaded.name, version, old)
+            return old, version
+
+    def start_polling(self, every_seconds: float) -> None:
+        """Follow the champion alias in the background."""
+
+        def poll() -> None:
+            while not self._stop.wait(every_seconds):
+                try:
+                    self.reload()
+                except Exception:  # keep serving the current model whatever the registry does
+                    log.exception("champion poll failed; keeping v%s", getattr(self._current, "version", None))
+
+        self._poller = threading.Thread(target=poll, name="champion-poller", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)

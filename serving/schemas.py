@@ -1,0 +1,94 @@
+"""Request and response bodies of the prediction API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Code2 = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2}$", to_upper=True)]
+Code3 = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{3,4}$", to_upper=True)]
+
+
+class FlightRequest(BaseModel):
+    """A flight as a client knows it before departure."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "carrier": "UA",
+                    "flight": 1545,
+                    "tailnum": "N14228",
+                    "origin": "EWR",
+                    "dest": "IAH",
+                    "scheduled_departure": "2013-01-01T05:15:00",
+                }
+            ]
+        },
+    )
+
+    carrier: Code2 = Field(description="Two-character airline code, e.g. UA.")
+    flight: int = Field(ge=1, le=9999, description="Flight number.")
+    tailnum: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,8}$", to_upper=True)] | None = Field(
+        default=None, description="Plane tail number, if known."
+    )
+    origin: Code3 = Field(description="FAA code of the departure airport.")
+    dest: Code3 = Field(description="FAA code of the arrival airport.")
+    scheduled_departure: datetime = Field(
+        description="Scheduled departure; without an offset it is local time at the origin airport."
+    )
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Prediction(BaseModel):
+    """The model's answer for one flight."""
+
+    prediction_id: str
+    probability: float = Field(ge=0.0, le=1.0, description="Probability of departing more than 15 minutes late.")
+    is_delayed: bool = Field(description="probability >= threshold")
+    threshold: float
+    model: ModelRef
+    scheduled_departure_utc: datetime
+    missing_features: list[str] = Field(description="Features the model received as missing (it handles them natively).")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flights: list[FlightRequest] = Field(min_length=1, max_length=1000)
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    model_version: str | None
+    features_version: str | None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    features: list[str]
+    metrics: dict[str, float]
+    lineage: dict[str, str]
+
+
+class ReloadResult(BaseModel):
+    previous_version: str | None
+    version: str
+    features_version: str

@@ -1,0 +1,1 @@
+"""The warehouse side: publish the raw lake to a dbt target and run dbt."""

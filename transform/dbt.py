@@ -1,0 +1,116 @@
+"""Run dbt against the configured target, with ``profiles.yml`` fed from settings.
+
+dbt runs as a child process: dbt-duckdb keeps its DuckDB connection open for the
+life of the process, which would lock the caller out of the warehouse file it
+wants to read right after the build. The LAB_* variables ``profiles.yml`` reads
+are passed from the one settings object, so the CLI, the tests and Airflow all
+build the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingestion.errors import LabError
+from lab.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DbtError(LabError):
+    """dbt ran and reported failures (a failing model or test)."""
+
+
+@dataclass
+class DbtResult:
+    """What a dbt invocation did, node by node."""
+
+    success: bool
+    statuses: dict[str, str]  # unique_id -> status
+    output: str = ""  # dbt's console output
+
+    def count(self, resource: str, status: str | None = None) -> int:
+        return sum(
+            1
+            for uid, st in self.statuses.items()
+            if uid.split(".", 1)[0] == resource and (status is None or st == status)
+        )
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """The environment a dbt process needs: settings plus dbt's own switches."""
+    return {
+        **settings.dbt_env(),
+        "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
+        "DBT_PROJECT_DIR": str(settings.dbt_project_dir),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+    }
+
+
+def run_dbt(settings: Settings, args: Sequence[str], *, check: bool = True) -> DbtResult:
+    """Invoke ``dbt <args>`` on ``settings.dbt_target``.
+
+    Raises:
+        DbtError: when ``check`` and any node errored or failed.
+    """
+    project = str(settings.dbt_project_dir)
+    full = [
+        *args,
+        *("--project-dir", project, "--profiles-dir", project, "--target", settings.dbt_target),
+        # Artifacts and logs live with the rest of the state, per home and outside the repo.
+        *("--target-path", str(target_dir(settings)), "--log-path", str(settings.home / "dbt" / "logs")),
+    ]
+    log.info("dbt %s", " ".join(full))
+    results_file = target_dir(settings) / "run_results.json"
+    results_file.unlink(missing_ok=True)
+    dbt = Path(sys.executable).with_name("dbt")
+    proc = subprocess.run(
+        [str(dbt), *full],
+        env={**os.environ, **dbt_env(settings)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    log.debug("%s", proc.stdout)
+    statuses: dict[str, str] = {}
+    if results_file.exists():
+        for res in json.loads(results_file.read_text())["results"]:
+            statuses[res["unique_id"]] = res["status"]
+    result = DbtResult(success=proc.returncode == 0, statuses=statuses, output=proc.stdout + proc.stderr)
+    if check and not result.success:
+        failed = [uid for uid, st in statuses.items() if st in {"error", "fail", "runtime error"}]
+        errors = [line.strip() for line in result.output.splitlines() if "Error" in line or "FAIL" in line]
+        detail = f": {', '.join(failed[:5])}" if failed else (f": {errors[-1]}" if errors else "")
+        raise DbtError(f"dbt {args[0]} failed on target {settings.dbt_target}{detail}")
+    return result
+
+
+def build_vars(month: str | None) -> list[str]:
+    """``--vars`` for a monthly incremental run, or nothing for a full one."""
+    return ["--vars", json.dumps({"month": month})] if month else []
+
+
+def target_dir(settings: Settings) -> Path:
+    """dbt's artifacts (manifest, run results, docs) for this home and target."""
+    return settings.home / "dbt" / settings.dbt_target
+
+
+def manifest_path(settings: Settings) -> Path:
+    return target_dir(settings) / "manifest.json"
+
+
+def mart_relations(settings: Settings) -> dict[str, str]:
+    """Model name -> ``schema.alias`` of every model under ``models/marts``."""
+    manifest = json.loads(manifest_path(settings).read_text())
+    return {
+        node["name"]: f"{node['schema']}.{node['alias']}"
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and "marts" in node["fqn"]
+    }

@@ -1,0 +1,32 @@
+"""Read from the dbt target, whichever engine it is, as Arrow.
+
+Both engines are read through DuckDB (natively, or through its postgres
+extension), so callers get the same Arrow types from either target.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from lab.settings import Settings
+from transform.publish import duckdb_connect
+
+
+def query(settings: Settings, sql: str) -> pa.Table:
+    """Run a read-only query on the warehouse; relations are ``schema.table``."""
+    if settings.dbt_target == "duckdb":
+        with duckdb_connect(settings, settings.duckdb_path, read_only=True) as conn:
+            return conn.sql(sql).to_arrow_table()
+    with duckdb_connect(settings) as conn:
+        conn.execute("load postgres")
+        conn.execute(f"attach '{settings.pg_url()}' as pg (type postgres, read_only)")
+        conn.execute("use pg")
+        return conn.sql(sql).to_arrow_table()
+
+
+def row_counts(settings: Settings, relations: dict[str, str]) -> dict[str, int]:
+    """Rows in each named relation."""
+    if not relations:
+        return {}
+    union = " union all ".join(f"select '{name}' as name, count(*) as n from {rel}" for name, rel in relations.items())
+    return {row["name"]: row["n"] for row in query(settings, union).to_pylist()}
