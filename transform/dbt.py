@@ -86,10 +86,18 @@ def run_dbt(settings: Settings, args: Sequence[str], *, check: bool = True) -> D
     result = DbtResult(success=proc.returncode == 0, statuses=statuses, output=proc.stdout + proc.stderr)
     if check and not result.success:
         failed = [uid for uid, st in statuses.items() if st in {"error", "fail", "runtime error"}]
-        errors = [line.strip() for line in result.output.splitlines() if "Error" in line or "FAIL" in line]
-        detail = f": {', '.join(failed[:5])}" if failed else (f": {errors[-1]}" if errors else "")
+        detail = f": {', '.join(failed[:5])}" if failed else f": {_first_error(result.output)}"
         raise DbtError(f"dbt {args[0]} failed on target {settings.dbt_target}{detail}")
     return result
+
+
+def _first_error(output: str) -> str:
+    """The line that names what went wrong in dbt's console output."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "Error in" in line or line.startswith(("Compilation Error", "Parsing Error", "Runtime Error")):
+            return " ".join(lines[i : i + 2])
+    return lines[-1] if lines else "no output"
 
 
 def build_vars(month: str | None) -> list[str]:
