@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -152,7 +153,8 @@ def _progress(label: str) -> Iterator[Callable[[int], None]]:
 
 
 Target = Annotated[
-    str | None, typer.Option("--target", "-t", help="dbt target: duckdb (embedded) or postgres. Default: LAB_DBT_TARGET.")
+    str | None,
+    typer.Option("--target", "-t", help="dbt target: duckdb (embedded) or postgres. Default: LAB_DBT_TARGET."),
 ]
 
 
@@ -172,7 +174,9 @@ def build(
     month: Annotated[
         str | None, typer.Option("--month", "-m", help="Process one month (YYYY-MM) of the incremental models.")
     ] = None,
-    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")] = False,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
+    ] = False,
     select: Annotated[str | None, typer.Option("--select", "-s", help="dbt node selection.")] = None,
 ) -> None:
     """Publish the lake to the warehouse and run `dbt build` (models, tests, unit tests)."""
@@ -199,6 +203,8 @@ def build(
             f"dbt build on {settings.dbt_target}: {result.count('model', 'success')} models, "
             f"{result.count('test', 'pass')} data tests, {result.count('unit_test', 'pass')} unit tests passed"
         )
+        freshness = run_dbt(settings, ["source", "freshness"])
+        console.print(f"source freshness: {freshness.count('source', 'pass')} sources fresh")
         counts = row_counts(settings, mart_relations(settings))
     table = Table("mart", "rows", title=f"Marts on {settings.dbt_target}")
     for name, rows in counts.items():
@@ -211,18 +217,25 @@ def docs(
     target: Target = None,
     port: Annotated[int, typer.Option(help="Port to serve the docs site on.")] = 8080,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the site after generating it.")] = True,
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Also save a PNG of the lineage graph (headless Chromium).")
+    ] = None,
 ) -> None:
     """Generate the dbt docs site (also as one static HTML file) and serve it locally."""
     import functools
     import http.server
 
     from transform.dbt import run_dbt, target_dir
+    from transform.docs import lineage_url, render
 
     with _user_errors():
         settings = _with_target(_settings(), target)
         run_dbt(settings, ["docs", "generate", "--static"])
-    site = target_dir(settings)
-    console.print(f"static site (one file): {site / 'static_index.html'}")
+        site = target_dir(settings)
+        console.print(f"static site (one file): {site / 'static_index.html'}")
+        if screenshot is not None:
+            render(lineage_url(site / "static_index.html", "model.lab.training_flights"), screenshot)
+            console.print(f"lineage graph saved to {screenshot}")
     if not serve:
         return
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
@@ -277,9 +290,8 @@ def reproduce(run_id: Annotated[str, typer.Argument(help="The MLflow run to rebu
     """Rebuild a run's training set from its recorded Iceberg snapshots and check it matches."""
     from ml.reproduce import reproduce as run_reproduce
 
-    with _user_errors():
-        with console.status("rebuilding the training set at the recorded snapshots"):
-            result = run_reproduce(_settings(), run_id)
+    with _user_errors(), console.status("rebuilding the training set at the recorded snapshots"):
+        result = run_reproduce(_settings(), run_id)
     for name, snapshot in result.snapshots.items():
         console.print(f"raw.{name:<10} snapshot {snapshot}")
     console.print(f"training-set checksum  recorded {result.recorded_checksum}")

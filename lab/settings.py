@@ -126,7 +126,6 @@ class Settings(BaseSettings):
             props["s3.region"] = self.s3_region
         return props
 
-
     def pg_url(self, database: str | None = None) -> str:
         """libpq URL of the Postgres warehouse (or another database on its server)."""
         password = self.pg_password.get_secret_value()

@@ -46,7 +46,9 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
     name = settings.model_name
-    candidate = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
+    candidate = (
+        client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
+    )
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
@@ -112,5 +114,7 @@ def champion_summary(settings: Settings) -> dict[str, object]:
         "version": str(version.version),
         "run_id": version.run_id,
         "metrics": dict(run.data.metrics),
-        "lineage": {k: v for k, v in run.data.tags.items() if k.startswith("lab.") or k.startswith("mlflow.source.git")},
+        "lineage": {
+            k: v for k, v in run.data.tags.items() if k.startswith("lab.") or k.startswith("mlflow.source.git")
+        },
     }

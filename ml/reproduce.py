@@ -34,9 +34,7 @@ class Reproduction:
 
     @property
     def matches(self) -> bool:
-        same_metrics = all(
-            abs(self.recorded_metrics[k] - self.rebuilt_metrics[k]) < 1e-9 for k in self.rebuilt_metrics
-        )
+        same_metrics = all(abs(self.recorded_metrics[k] - self.rebuilt_metrics[k]) < 1e-9 for k in self.rebuilt_metrics)
         return self.recorded_checksum == self.rebuilt_checksum and same_metrics
 
 

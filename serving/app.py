@@ -76,7 +76,9 @@ def _predict(services: Services, flights: list[FlightRequest]) -> list[Predictio
             row, absent, departure = features.assemble(flight)
         except FeatureError as exc:
             loc = ["body", *(["flights", index] if len(flights) > 1 else []), exc.field]
-            raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": str(exc), "input": exc.value}]) from None
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": loc, "msg": str(exc), "input": exc.value}]
+            ) from None
         rows.append(row)
         missing.append(absent)
         departures.append(departure)
@@ -85,13 +87,23 @@ def _predict(services: Services, flights: list[FlightRequest]) -> list[Predictio
     threshold = services.settings.decision_threshold
     now = datetime.now(UTC)
     out = []
-    for flight, row, absent, departure, probability in zip(flights, rows, missing, departures, probabilities, strict=True):
+    for flight, row, absent, departure, probability in zip(
+        flights, rows, missing, departures, probabilities, strict=True
+    ):
         prediction_id = str(uuid.uuid4())
         p = float(probability)
         services.log.record(
             log_row(
-                prediction_id, now, served.name, served.version, flight.model_dump(), departure,
-                {k: _jsonable(v) for k, v in row.items()}, absent, p, p >= threshold,
+                prediction_id,
+                now,
+                served.name,
+                served.version,
+                flight.model_dump(),
+                departure,
+                {k: _jsonable(v) for k, v in row.items()},
+                absent,
+                p,
+                p >= threshold,
             )
         )
         out.append(
@@ -144,7 +156,9 @@ def ready(services: ServicesDep) -> JSONResponse:
     model_version = services.models.current.version if services.models.loaded else None
     features_version = services.features.version if services.features else None
     is_ready = model_version is not None and features_version is not None
-    body = Readiness(status="ready" if is_ready else "loading", model_version=model_version, features_version=features_version)
+    body = Readiness(
+        status="ready" if is_ready else "loading", model_version=model_version, features_version=features_version
+    )
     return JSONResponse(body.model_dump(), status_code=200 if is_ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 

@@ -56,7 +56,9 @@ class Prediction(BaseModel):
     threshold: float
     model: ModelRef
     scheduled_departure_utc: datetime
-    missing_features: list[str] = Field(description="Features the model received as missing (it handles them natively).")
+    missing_features: list[str] = Field(
+        description="Features the model received as missing (it handles them natively)."
+    )
 
 
 class BatchRequest(BaseModel):

@@ -68,7 +68,8 @@ def run_dbt(settings: Settings, args: Sequence[str], *, check: bool = True) -> D
         *("--target-path", str(target_dir(settings)), "--log-path", str(settings.home / "dbt" / "logs")),
     ]
     log.info("dbt %s", " ".join(full))
-    results_file = target_dir(settings) / "run_results.json"
+    # `dbt source freshness` reports in sources.json, every other command in run_results.json.
+    results_file = target_dir(settings) / ("sources.json" if args[0] == "source" else "run_results.json")
     results_file.unlink(missing_ok=True)
     dbt = Path(sys.executable).with_name("dbt")
     proc = subprocess.run(
