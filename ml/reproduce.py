@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from lab.settings import Settings
-from ml.data import LABEL, TIME, TRAINING_MART, checksum, read_mart
-from ml.registry import _eval_window
+from ml.data import DATE, LABEL, TRAINING_MART, checksum, read_mart, window
 from ml.train import configure_mlflow, score
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
         raise LabError(f"no MLflow run {run_id!r} in {settings.mlflow_tracking_uri}") from exc
     tags = run.data.tags
     snapshots = {k.removeprefix("lab.snapshot."): int(v) for k, v in tags.items() if k.startswith("lab.snapshot.")}
-    if not snapshots or "lab.checksum_train" not in tags:
+    if not snapshots or "lab.checksum_train" not in tags or "lab.model_uri" not in tags:
         raise LabError(f"run {run_id} recorded no lake snapshots; it was not made by `lab train`")
 
     scratch_home = settings.home / "reproduce" / run_id
@@ -81,10 +80,11 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     frame = read_mart(scratch)
 
     params = run.data.params
-    train_part = frame[frame[TIME].dt.date < date.fromisoformat(params["eval_start"])]
-    eval_part = _eval_window(frame, params["eval_start"], params["eval_end"])
+    eval_start, eval_end = date.fromisoformat(params["eval_start"]), date.fromisoformat(params["eval_end"])
+    train_part = frame[frame[DATE] < eval_start]
+    eval_part = window(frame, eval_start, eval_end)
     features = [f for f in (params["categorical_features"] + "," + params["numeric_features"]).split(",") if f]
-    model = mlflow.sklearn.load_model(_logged_model_uri(run_id))
+    model = mlflow.sklearn.load_model(tags["lab.model_uri"])
     rebuilt = score(model, eval_part[features], eval_part[LABEL].to_numpy(dtype=int))
     recorded = {k: run.data.metrics[k] for k in rebuilt}
     return Reproduction(
@@ -95,15 +95,3 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
         recorded_metrics=recorded,
         rebuilt_metrics=rebuilt,
     )
-
-
-def _logged_model_uri(run_id: str) -> str:
-    """The model a run logged: MLflow 3 keeps it under the logged model, not the run."""
-    import mlflow
-
-    from ingestion.errors import LabError
-
-    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
-    if not models:
-        raise LabError(f"run {run_id} logged no model")
-    return str(models[0].model_uri)
