@@ -41,6 +41,9 @@ demo: $(STAMP) ## Run the platform end to end on the embedded default
 	$(RUN)/lab ingest
 	$(RUN)/lab lake status
 	$(RUN)/lab build
+	$(RUN)/lab train
+	$(RUN)/lab promote
+	$(RUN)/lab champion
 
 .PHONY: test
 test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs)

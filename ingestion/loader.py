@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
 from pyiceberg.manifest import DataFile, ManifestContent
-from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import Table, WriteTask
 from pyiceberg.transforms import MonthTransform
 from pyiceberg.types import (
     BooleanType,
@@ -272,15 +272,49 @@ class _DataFileWriter:
             return
         chunk = pa.concat_tables(self.buffer)
         self.buffer, self.buffered = [], 0
-        self.files.extend(
-            _dataframe_to_data_files(
-                table_metadata=self.table.metadata,
-                df=chunk,
-                io=self.table.io,
-                write_uuid=self.write_uuid,
-                counter=self.counter,
-            )
+        metadata = self.table.metadata
+        task_schema = pyarrow_to_schema(
+            chunk.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
         )
+        target_bytes = int(metadata.properties.get("write.target-file-size-bytes", 512 * 1024 * 1024))
+        tasks = (
+            WriteTask(
+                write_uuid=self.write_uuid,
+                task_id=next(self.counter),
+                schema=task_schema,
+                record_batches=batches,
+                partition_key=key,
+            )
+            for key, part in self._partitions(chunk)
+            for batches in bin_pack_arrow_table(part, target_bytes)
+        )
+        self.files.extend(write_file(io=self.table.io, table_metadata=metadata, tasks=tasks))
+
+    def _partitions(self, chunk: pa.Table) -> list[tuple[PartitionKey | None, pa.Table]]:
+        """Split a chunk into its months in one pass.
+
+        pyiceberg's own splitter filters the whole chunk once per partition
+        (partitions x rows); sources arrive in time order, so sorting is usually a
+        no-op and each month is one contiguous slice.
+        """
+        spec = self.table.spec()
+        if spec.is_unpartitioned():
+            return [(None, chunk)]
+        schema = self.table.schema()
+        field = spec.fields[0]  # declarations allow exactly one: month(<timestamp column>)
+        months = _month_of(chunk.column(schema.find_column_name(field.source_id)))
+        if len(months) > 1 and not pc.all(pc.greater_equal(months[1:], months[:-1])).as_py():
+            order = pc.sort_indices(months)
+            chunk, months = chunk.take(order), months.take(order)
+        out: list[tuple[PartitionKey | None, pa.Table]] = []
+        offset = 0
+        for run in pc.value_counts(months).to_pylist():
+            key = PartitionKey(
+                field_values=[PartitionFieldValue(field=field, value=run["values"])], partition_spec=spec, schema=schema
+            )
+            out.append((key, chunk.slice(offset, run["counts"])))
+            offset += run["counts"]
+        return out
 
     def discard(self) -> None:
         """Best-effort removal of written files when the load is abandoned."""

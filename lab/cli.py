@@ -286,6 +286,27 @@ def promote(
 
 
 @app.command()
+def champion(target: Target = None) -> None:
+    """Show the served model: version, held-out metrics and lineage."""
+    from ml.registry import champion_summary
+
+    with _user_errors():
+        settings = _with_target(_settings(), target)
+        summary = champion_summary(settings)
+    metrics = summary["metrics"]
+    assert isinstance(metrics, dict)
+    table = Table("metric", "held-out months", title=f"champion: {summary['name']} v{summary['version']}")
+    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "baseline_roc_auc"):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.4f}")
+    console.print(table)
+    lineage = summary["lineage"]
+    assert isinstance(lineage, dict)
+    for key in sorted(k for k in lineage if k.startswith("lab.snapshot.") or k == "mlflow.source.git.commit"):
+        console.print(f"{key:<28} {lineage[key]}")
+
+
+@app.command()
 def reproduce(run_id: Annotated[str, typer.Argument(help="The MLflow run to rebuild.")]) -> None:
     """Rebuild a run's training set from its recorded Iceberg snapshots and check it matches."""
     from ml.reproduce import reproduce as run_reproduce

@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     max_bad_row_share: float = Field(default=0.05, ge=0.0, le=1.0)
     # Rows per Arrow batch; bounds the loader's memory whatever the input size.
     batch_rows: int = Field(default=262_144, gt=0)
-    # Rows buffered before a data file is written (bigger files, fewer of them).
-    target_file_rows: int = Field(default=1_048_576, gt=0)
+    # Rows buffered before data files are written: bounds memory with batch_rows
+    # (bigger means fewer, larger files; compaction is the lake's later job).
+    target_file_rows: int = Field(default=262_144, gt=0)
     commit_retries: int = Field(default=8, ge=0)
 
     # --- warehouse and dbt (profiles.yml reads these same LAB_* variables) -------

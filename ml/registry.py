@@ -14,6 +14,7 @@ from datetime import date
 
 import pandas as pd
 
+from ingestion.errors import LabError
 from lab.settings import Settings
 from ml.data import read_mart, split, window
 from ml.train import CHALLENGER, CHAMPION, configure_mlflow, score
@@ -104,7 +105,10 @@ def champion_summary(settings: Settings) -> dict[str, object]:
 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
-    version = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    try:
+        version = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException as exc:
+        raise LabError(f"{settings.model_name} has no champion yet; run `lab train` then `lab promote`") from exc
     run = client.get_run(version.run_id)
     return {
         "name": settings.model_name,
