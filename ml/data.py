@@ -93,7 +93,7 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
 def feature_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(categorical, numeric) feature names, in mart order."""
     features = [c for c in frame.columns if is_feature(c)]
-    categorical = [c for c in features if frame[c].dtype == object]
+    categorical = [c for c in features if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c].dtype)]
     numeric = [c for c in features if c not in categorical]
     return categorical, numeric
 
