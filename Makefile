@@ -58,6 +58,8 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmark scripts (prints figures; not part of test)
 	$(RUN)/python bench/ingest.py
+	$(RUN)/python bench/dbt.py
+	$(RUN)/python bench/train.py
 
 .PHONY: clean
 clean: ## Remove local state (.lab/) — the lake, warehouse and registry
