@@ -325,6 +325,28 @@ def reproduce(run_id: Annotated[str, typer.Argument(help="The MLflow run to rebu
     console.print("[green]reproduced: identical training set and metrics[/green]")
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: LAB_SERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: LAB_SERVE_PORT).")] = None,
+    target: Target = None,
+) -> None:
+    """Serve the champion over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    with _user_errors():
+        settings = _with_target(_settings(), target)
+        uvicorn.run(
+            create_app(settings),
+            host=host or settings.serve_host,
+            port=port or settings.serve_port,
+            log_level="info",
+            timeout_graceful_shutdown=10,
+        )
+
+
 @lake.command("status")
 def lake_status() -> None:
     """Every table with its rows, partitions, snapshots and last load."""

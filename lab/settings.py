@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     # Months at the end of the training mart held out for evaluation.
     eval_months: int = Field(default=2, ge=1)
 
+    # --- serving -----------------------------------------------------------------
+    prediction_log_url: str = ""  # SQLAlchemy URL; default: SQLite under home
+    decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    serve_poll_seconds: float = Field(default=30.0, ge=0.0)  # 0: no champion polling
+    admin_token: SecretStr | None = None  # enables POST /admin/reload
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+
     @model_validator(mode="after")
     def _fill_defaults_under_home(self) -> Settings:
         home = self.home.resolve()
@@ -98,6 +106,8 @@ class Settings(BaseSettings):
             self.catalog_uri = f"sqlite:///{home / 'catalog.db'}"
         if not self.mlflow_tracking_uri:
             self.mlflow_tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+        if not self.prediction_log_url:
+            self.prediction_log_url = f"sqlite:///{home / 'predictions.db'}"
         if not self.mlflow_artifact_uri:
             self.mlflow_artifact_uri = (home / "mlartifacts").as_uri()
         self.duckdb_path = (self.duckdb_path or home / "warehouse.duckdb").resolve()

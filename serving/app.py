@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -82,8 +81,7 @@ def _predict(services: Services, flights: list[FlightRequest]) -> list[Predictio
         rows.append(row)
         missing.append(absent)
         departures.append(departure)
-    frame = pd.DataFrame(rows, columns=served.features)
-    probabilities = served.predict_proba(frame)
+    probabilities = served.predict_proba(rows)
     threshold = services.settings.decision_threshold
     now = datetime.now(UTC)
     out = []

@@ -25,12 +25,23 @@ class ServedModel:
     version: str
     run_id: str
     model: Any  # a fitted sklearn Pipeline
-    features: list[str]
+    categorical: list[str]
+    numeric: list[str]
     metrics: dict[str, float]
     lineage: dict[str, str]
 
-    def predict_proba(self, frame: Any) -> Any:
-        return self.model.predict_proba(frame[self.features])[:, 1]
+    @property
+    def features(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    def predict_proba(self, rows: list[dict[str, Any]]) -> Any:
+        """P(late) for feature rows, typed exactly as at training (numerics as float64)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=self.features)
+        frame[self.numeric] = frame[self.numeric].astype("float64")
+        frame[self.categorical] = frame[self.categorical].astype("object")
+        return self.model.predict_proba(frame)[:, 1]
 
 
 class ModelStore:
@@ -62,10 +73,18 @@ class ModelStore:
         run = client.get_run(mv.run_id)
         model = mlflow.sklearn.load_model(f"models:/{self.settings.model_name}/{version}")
         params = run.data.params
-        features = [f for f in f"{params['categorical_features']},{params['numeric_features']}".split(",") if f]
+        categorical = [f for f in params["categorical_features"].split(",") if f]
+        numeric = [f for f in params["numeric_features"].split(",") if f]
         lineage = {k: v for k, v in run.data.tags.items() if k.startswith(("lab.", "mlflow.source.git"))}
         return ServedModel(
-            self.settings.model_name, str(version), mv.run_id, model, features, dict(run.data.metrics), lineage
+            self.settings.model_name,
+            str(version),
+            mv.run_id,
+            model,
+            categorical,
+            numeric,
+            dict(run.data.metrics),
+            lineage,
         )
 
     def champion_version(self) -> str:

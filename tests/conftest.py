@@ -185,3 +185,11 @@ def _keep_build_results(settings: Settings) -> None:
 
     target = target_dir(settings)
     (target / "build_results.json").write_bytes((target / "run_results.json").read_bytes())
+
+
+@pytest.fixture(scope="session")
+def trained(duckdb_built: Settings):  # type: ignore[no-untyped-def]
+    """The gradient-boosted model trained on the session's DuckDB marts (challenger)."""
+    from ml.train import train
+
+    return duckdb_built, train(duckdb_built, "gbm")

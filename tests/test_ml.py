@@ -21,12 +21,6 @@ from transform.publish import publish
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(duckdb_built: Settings) -> tuple[Settings, TrainResult]:
-    result = train(duckdb_built, "gbm")
-    return duckdb_built, result
-
-
 def test_gradient_boosting_beats_the_baseline(trained: tuple[Settings, TrainResult]) -> None:
     _, result = trained
     metrics = result.metrics
