@@ -44,6 +44,7 @@ demo: $(STAMP) ## Run the platform end to end on the embedded default
 	$(RUN)/lab train
 	$(RUN)/lab promote
 	$(RUN)/lab champion
+	$(RUN)/lab api-demo
 
 .PHONY: test
 test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs)

@@ -143,6 +143,21 @@ class Settings(BaseSettings):
         auth = f"{self.pg_user}:{password}" if password else self.pg_user
         return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the LAB_* variable that reproduces it in a child process."""
+        import json
+
+        env = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = json.dumps([str(v) for v in value])
+            env[f"LAB_{name.upper()}"] = str(value)
+        return env
+
     def dbt_env(self) -> dict[str, str]:
         """The LAB_* variables ``dbt_project/profiles.yml`` reads, as absolute values."""
         return {

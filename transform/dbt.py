@@ -115,11 +115,19 @@ def manifest_path(settings: Settings) -> Path:
     return target_dir(settings) / "manifest.json"
 
 
-def mart_relations(settings: Settings) -> dict[str, str]:
-    """Model name -> ``schema.alias`` of every model under ``models/marts``."""
-    manifest = json.loads(manifest_path(settings).read_text())
+def model_relations(settings: Settings, folder: str | None = None) -> dict[str, str]:
+    """Model name -> ``schema.alias`` of every built model (or those under ``models/<folder>``)."""
+    path = manifest_path(settings)
+    if not path.exists():
+        raise LabError(f"no dbt manifest for target {settings.dbt_target}; run `lab build` first")
+    manifest = json.loads(path.read_text())
     return {
         node["name"]: f"{node['schema']}.{node['alias']}"
         for node in manifest["nodes"].values()
-        if node["resource_type"] == "model" and "marts" in node["fqn"]
+        if node["resource_type"] == "model" and (folder is None or folder in node["fqn"])
     }
+
+
+def mart_relations(settings: Settings) -> dict[str, str]:
+    """Model name -> ``schema.alias`` of every model under ``models/marts``."""
+    return model_relations(settings, "marts")
