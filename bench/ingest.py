@@ -20,6 +20,7 @@ Run: ``.venv/bin/python bench/ingest.py [--scales 1,10] [--repeats 3]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -123,6 +124,7 @@ def child_materialise(workdir: Path, csv_path: Path) -> dict[str, float]:
 
 def child_write(workdir: Path, csv_path: Path, repeats: int) -> dict[str, float]:
     """Same Arrow table: Iceberg data files + one commit vs write_table, best of N."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ingestion.declarations import load_declarations
@@ -144,9 +146,12 @@ def child_write(workdir: Path, csv_path: Path, repeats: int) -> dict[str, float]
         started = time.perf_counter()
         writer = _DataFileWriter(iceberg, settings.target_file_rows)
         for batch in table.to_batches(max_chunksize=settings.batch_rows):
-            writer.add(__import__("pyarrow").Table.from_batches([batch]))
+            writer.add(pa.Table.from_batches([batch]))
         writer.flush()
-        _commit_with_retry(lambda: catalog.load_table("raw.flights"), lambda t: ([], writer.files), {"bench": "1"}, 0)
+        files = writer.files
+        _commit_with_retry(
+            functools.partial(catalog.load_table, "raw.flights"), lambda _table, f=files: ([], f), {"bench": "1"}, 0
+        )
         best_iceberg = min(best_iceberg, time.perf_counter() - started)
     return {"rows": table.num_rows, "parquet_seconds": best_parquet, "iceberg_seconds": best_iceberg}
 
@@ -224,7 +229,8 @@ def main() -> None:
         ratios = [r["write"]["parquet_seconds"] / r["write"]["iceberg_seconds"] for r in rows.values()]
         print(f"\nIceberg / Parquet write throughput: {', '.join(f'{x:.2f}x' for x in ratios)} (goal >= 0.80x)")
         print(
-            f"peak memory x{hi} / x{lo}: lab ingest {ingest_growth:.2f}x (goal <= 1.5x), read-all+write {naive_growth:.2f}x"
+            f"peak memory x{hi} / x{lo}: lab ingest {ingest_growth:.2f}x (goal <= 1.5x),"
+            f" read-all+write {naive_growth:.2f}x"
         )
 
 

@@ -109,7 +109,8 @@ def main() -> None:
     print(f"{'scale':>5} {'train rows':>11} | {'fit s':>7} {'rows/s':>9} {'peak MiB':>9} | {'held-out ROC AUC':>16}")
     for scale, fit in fits.items():
         print(
-            f"{'x' + str(scale):>5} {int(fit['rows']):>11,} | {fit['seconds']:>7.1f} {fit['rows'] / fit['seconds']:>9,.0f}"
+            f"{'x' + str(scale):>5} {int(fit['rows']):>11,} | {fit['seconds']:>7.1f}"
+            f" {fit['rows'] / fit['seconds']:>9,.0f}"
             f" {fit['peak_rss_mib']:>9,.0f} | {fit['roc_auc']:>16.4f}"
         )
     print(

@@ -192,8 +192,8 @@ def build(
             month_index(month)
         with console.status(f"publishing the lake to {settings.dbt_target}"):
             published = publish(settings)
-        for table in published:
-            console.print(f"raw.{table.name:<10} snapshot {table.snapshot_id}  {table.rows:>9,} rows")
+        for raw in published:
+            console.print(f"raw.{raw.name:<10} snapshot {raw.snapshot_id}  {raw.rows:>9,} rows")
         args = ["build", *build_vars(month)]
         if full_refresh:
             args.append("--full-refresh")
@@ -367,8 +367,9 @@ def api_demo(
             settings,
             f"""
             select carrier, flight_number as flight, tailnum, origin, dest,
-                   strftime(flight_date, '%Y-%m-%d') || 'T' || lpad(cast(departure_minute_of_day // 60 as varchar), 2, '0')
-                   || ':' || lpad(cast(departure_minute_of_day % 60 as varchar), 2, '0') || ':00' as scheduled_departure,
+                   strftime(flight_date, '%Y-%m-%d') || 'T'
+                   || lpad(cast(departure_minute_of_day // 60 as varchar), 2, '0') || ':'
+                   || lpad(cast(departure_minute_of_day % 60 as varchar), 2, '0') || ':00' as scheduled_departure,
                    departure_delay_minutes
             from {model_relations(settings)["stg_nycflights__flights"]}
             where flight_date = date '{day}' and not is_cancelled

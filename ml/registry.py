@@ -50,7 +50,7 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
     except mlflow.exceptions.MlflowException:
         champion = None
 
-    run = client.get_run(candidate.run_id)
+    run = client.get_run(str(candidate.run_id))
     frame = read_mart(settings) if frame is None else frame
     held_out = window(
         frame, date.fromisoformat(run.data.params["eval_start"]), date.fromisoformat(run.data.params["eval_end"])
@@ -109,7 +109,7 @@ def champion_summary(settings: Settings) -> dict[str, object]:
         version = client.get_model_version_by_alias(settings.model_name, CHAMPION)
     except mlflow.exceptions.MlflowException as exc:
         raise LabError(f"{settings.model_name} has no champion yet; run `lab train` then `lab promote`") from exc
-    run = client.get_run(version.run_id)
+    run = client.get_run(str(version.run_id))
     return {
         "name": settings.model_name,
         "version": str(version.version),

@@ -161,6 +161,7 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
     """
     import matplotlib.pyplot as plt
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     frame = read_mart(settings) if frame is None else frame
@@ -208,8 +209,8 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
                 "lab.checksum_mart": checksum(data.frame),
             }
         )
-        mlflow.log_input(mlflow.data.from_pandas(data.train, name="training", targets=LABEL), context="training")
-        mlflow.log_input(mlflow.data.from_pandas(data.eval, name="evaluation", targets=LABEL), context="evaluation")
+        mlflow.log_input(from_pandas(data.train, name="training", targets=LABEL), context="training")
+        mlflow.log_input(from_pandas(data.eval, name="evaluation", targets=LABEL), context="evaluation")
         for name, figure in _plots(pipeline, data).items():
             mlflow.log_figure(figure, f"plots/{name}")
             plt.close(figure)  # type: ignore[arg-type]

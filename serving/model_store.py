@@ -70,7 +70,7 @@ class ModelStore:
 
         client = mlflow.MlflowClient()
         mv = client.get_model_version(self.settings.model_name, version)
-        run = client.get_run(mv.run_id)
+        run = client.get_run(str(mv.run_id))
         model = mlflow.sklearn.load_model(f"models:/{self.settings.model_name}/{version}")
         params = run.data.params
         categorical = [f for f in params["categorical_features"].split(",") if f]
@@ -79,7 +79,7 @@ class ModelStore:
         return ServedModel(
             self.settings.model_name,
             str(version),
-            mv.run_id,
+            str(mv.run_id),
             model,
             categorical,
             numeric,

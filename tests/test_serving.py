@@ -176,3 +176,31 @@ def test_sigterm_during_a_burst_logs_every_answer(served, tmp_path) -> None:  # 
     with engine.connect() as conn:
         logged = conn.execute(sa.text("select count(*) from predictions")).scalar_one()
     assert logged == ok
+
+
+def test_new_champion_is_served_without_restart(served) -> None:  # type: ignore[no-untyped-def]
+    import mlflow
+    from pydantic import SecretStr
+
+    from ml.train import CHAMPION, train
+
+    settings, good = served
+    settings = settings.model_copy(update={"admin_token": SecretStr("s3cret-token")})
+    flight = _request(_sample_flights(settings, 1)[0])
+    other = train(settings, "baseline")  # registered; becomes champion by hand below
+    client_ml = mlflow.MlflowClient()
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/predict", json=flight).json()["model"]["version"] == good.model_version
+            assert client.post("/admin/reload").status_code == 401
+            assert client.post("/admin/reload", headers={"X-Admin-Token": "wrong"}).status_code == 401
+            client_ml.set_registered_model_alias(settings.model_name, CHAMPION, other.model_version)
+            reloaded = client.post("/admin/reload", headers={"X-Admin-Token": "s3cret-token"})
+            assert reloaded.status_code == 200
+            assert reloaded.json()["previous_version"] == good.model_version
+            assert reloaded.json()["version"] == other.model_version
+            answer = client.post("/predict", json=flight).json()
+            assert answer["model"]["version"] == other.model_version
+            assert client.get("/model").json()["version"] == other.model_version
+    finally:
+        client_ml.set_registered_model_alias(settings.model_name, CHAMPION, good.model_version)

@@ -158,9 +158,9 @@ def _publish_postgres(settings: Settings, tables: list[PublishedTable]) -> None:
     # Swap every staged table in at once, with the snapshot record, in one transaction.
     with psycopg.connect(settings.pg_url()) as conn:
         for table in tables:
-            name, stage = sql.Identifier(table.name), sql.Identifier(f"_stage_{table.name}")
-            conn.execute(sql.SQL("drop table if exists raw.{} cascade").format(name))
-            conn.execute(sql.SQL("alter table raw.{} rename to {}").format(stage, name))
+            final, staged = sql.Identifier(table.name), sql.Identifier(f"_stage_{table.name}")
+            conn.execute(sql.SQL("drop table if exists raw.{} cascade").format(final))
+            conn.execute(sql.SQL("alter table raw.{} rename to {}").format(staged, final))
         conn.execute(sql.SQL("drop table if exists raw.{}").format(sql.Identifier(SNAPSHOTS_TABLE)))
         conn.execute(
             sql.SQL(
