@@ -357,25 +357,12 @@ def api_demo(
     """Start the API, ask it about real flights over HTTP, print the answers, stop it."""
     import httpx
 
+    from serving.examples import real_flight_requests
     from serving.process import api_server
-    from transform.dbt import model_relations
-    from transform.warehouse import query
 
     with _user_errors():
         settings = _with_target(_settings(), target)
-        flights = query(
-            settings,
-            f"""
-            select carrier, flight_number as flight, tailnum, origin, dest,
-                   strftime(flight_date, '%Y-%m-%d') || 'T'
-                   || lpad(cast(departure_minute_of_day // 60 as varchar), 2, '0') || ':'
-                   || lpad(cast(departure_minute_of_day % 60 as varchar), 2, '0') || ':00' as scheduled_departure,
-                   departure_delay_minutes
-            from {model_relations(settings)["stg_nycflights__flights"]}
-            where flight_date = date '{day}' and not is_cancelled
-            order by hash(flight_id) limit {count}
-            """,
-        ).to_pylist()
+        flights = real_flight_requests(settings, count, day)
         if not flights:
             from ingestion.errors import LabError
 
