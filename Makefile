@@ -61,6 +61,7 @@ bench: $(STAMP) ## Run the benchmark scripts (prints figures; not part of test)
 	$(RUN)/python bench/ingest.py
 	$(RUN)/python bench/dbt.py
 	$(RUN)/python bench/train.py
+	$(RUN)/python bench/serve.py
 
 .PHONY: clean
 clean: ## Remove local state (.lab/) — the lake, warehouse and registry

@@ -86,8 +86,13 @@ def load(url: str, bodies: list[dict[str, Any]], concurrency: int, total: int) -
 
 
 def mlflow_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
     mlflow = Path(sys.executable).with_name("mlflow")
+    # mlflow execs `uvicorn` by name: the venv's bin must be on PATH.
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PATH": f"{mlflow.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     process = subprocess.Popen(
         [
             str(mlflow),
