@@ -128,8 +128,10 @@ predict_router = APIRouter(prefix="/predict", tags=["predict"])
 
 
 @predict_router.post("", response_model=Prediction)
-def predict(flight: FlightRequest, services: ServicesDep) -> Prediction:
+async def predict(flight: FlightRequest, services: ServicesDep) -> Prediction:
     """Probability that one flight departs more than 15 minutes late."""
+    # Runs on the event loop: lookup + compiled scoring take well under a
+    # millisecond, less than the hop to a worker thread would cost.
     return _predict(services, [flight])[0]
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.settings import Settings
+from serving.compiled import CompiledModel, compile_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ class ServedModel:
     numeric: list[str]
     metrics: dict[str, float]
     lineage: dict[str, str]
+    compiled: CompiledModel | None = None  # the same trees, walked without per-tree overhead
+
+    # Up to this many rows the compiled walk wins; above it sklearn's
+    # multithreaded per-tree loop amortises its fixed ~12 ms (bench/serve.py).
+    COMPILED_MAX_ROWS = 32
 
     @property
     def features(self) -> list[str]:
@@ -36,6 +42,8 @@ class ServedModel:
 
     def predict_proba(self, rows: list[dict[str, Any]]) -> Any:
         """P(late) for feature rows, typed exactly as at training (numerics as float64)."""
+        if self.compiled is not None and len(rows) <= self.COMPILED_MAX_ROWS:
+            return self.compiled.predict_proba(self.compiled.encode(rows, self.categorical, self.numeric))
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=self.features)
@@ -85,6 +93,7 @@ class ModelStore:
             numeric,
             dict(run.data.metrics),
             lineage,
+            compile_pipeline(model, categorical, numeric),
         )
 
     def champion_version(self) -> str:

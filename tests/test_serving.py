@@ -77,6 +77,36 @@ def test_api_probability_equals_the_model_on_the_mart_features(served) -> None: 
     assert logged == len(answers)  # lifespan shutdown flushed every answered prediction
 
 
+def test_compiled_trees_equal_sklearn_on_the_mart(served) -> None:  # type: ignore[no-untyped-def]
+    """The served fast path is the same model: equal to predict_proba on real rows and odd ones."""
+    import mlflow
+    import numpy as np
+
+    from ml.data import LABEL, feature_columns, read_mart
+    from ml.model import baseline
+    from serving.compiled import compile_pipeline
+
+    settings, result = served
+    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{result.model_version}")
+    frame = read_mart(settings).iloc[::15]  # ~22k rows across every month, with unknown planes
+    categorical, numeric = feature_columns(frame)
+    features = frame[categorical + numeric]
+    rows = [{k: (None if v != v else v) for k, v in r.items()} for r in features.to_dict("records")]
+    odd = {name: None for name in categorical + numeric} | {"carrier": "ZZ", "origin": "EWR", "dest": "NOPE"}
+    rows.append(odd)
+    features = features.astype({c: "object" for c in categorical})
+    features.loc[len(features) + 10**7] = [odd[c] for c in categorical + numeric]
+    compiled = compile_pipeline(model, categorical, numeric)
+    assert compiled is not None
+    assert frame["plane_manufacturer"].isna().any()  # the None category is exercised
+    expected = model.predict_proba(features.astype({c: "float64" for c in numeric}))[:, 1]
+    got = compiled.predict_proba(compiled.encode(rows, categorical, numeric))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    # Any other pipeline shape is left to sklearn.
+    other = baseline(categorical, numeric).fit(frame[categorical + numeric].iloc[:2000], frame[LABEL].iloc[:2000])
+    assert compile_pipeline(other, categorical, numeric) is None
+
+
 def test_batch_unknown_tailnum_and_bad_input(served) -> None:  # type: ignore[no-untyped-def]
     settings, _ = served
     flight = _request(_sample_flights(settings, 1)[0])
