@@ -44,6 +44,7 @@ demo: $(STAMP) ## Run the platform end to end on the embedded default
 	$(RUN)/lab train
 	$(RUN)/lab promote
 	$(RUN)/lab champion
+	$(RUN)/lab airflow-test --month 2013-12
 	$(RUN)/lab api-demo
 
 .PHONY: test
@@ -62,6 +63,11 @@ bench: $(STAMP) ## Run the benchmark scripts (prints figures; not part of test)
 	$(RUN)/python bench/dbt.py
 	$(RUN)/python bench/train.py
 	$(RUN)/python bench/serve.py
+	$(RUN)/python bench/airflow.py
+
+.PHONY: airflow
+airflow: $(STAMP) ## Start Airflow standalone with the project's DAGs (Ctrl-C stops it)
+	$(RUN)/lab airflow
 
 .PHONY: clean
 clean: ## Remove local state (.lab/) — the lake, warehouse and registry

@@ -348,6 +348,83 @@ def serve(
         )
 
 
+@app.command("airflow")
+def airflow_standalone(
+    port: Annotated[int | None, typer.Option(help="Port of the Airflow UI (default: LAB_AIRFLOW_PORT).")] = None,
+) -> None:
+    """Start Airflow standalone with the project's DAGs on this home; Ctrl-C stops it."""
+    import time
+
+    from orchestration import airflow as af
+
+    with _user_errors():
+        settings = _settings()
+        if port is not None:
+            settings = settings.model_copy(update={"airflow_port": port})
+        err.print(f"starting Airflow in {settings.airflow_home} (about a minute)")
+        with af.standalone(settings) as url:
+            console.print(f"Airflow UI   {url}")
+            console.print(f"login        {af.ADMIN_USER} / {af.admin_password(settings)}")
+            console.print(
+                "DAGs         flights_monthly (ingest -> publish -> one task per dbt model -> marts asset)\n"
+                "             train_and_promote (runs when the marts asset updates: train -> promote -> refresh API)\n"
+                "backfill     airflow backfill create --dag-id flights_monthly "
+                "--from-date 2013-01-01 --to-date 2013-03-01\n"
+                "             (in another shell, after `eval $(lab airflow-env)`)"
+            )
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                err.print("stopping Airflow")
+
+
+@app.command("airflow-test")
+def airflow_test(
+    month: Annotated[
+        str, typer.Option("--month", "-m", help="The month (YYYY-MM) the pipeline run processes.")
+    ] = "2013-12",
+) -> None:
+    """Run the month through Airflow (`airflow dags test` of both DAGs, every task executed) and show each task."""
+    from datetime import datetime
+
+    from ingestion.loader import month_index
+    from orchestration import airflow as af
+
+    with _user_errors():
+        settings = _settings()
+        month_index(month)
+        with console.status("preparing Airflow (metadata DB, pool, DAGs)"):
+            af.prepare(settings)
+        for dag_id, logical_date in (("flights_monthly", f"{month}-01"), ("train_and_promote", None)):
+            with console.status(f"airflow dags test {dag_id} {logical_date or ''}"):
+                af.dags_test(settings, dag_id, logical_date)
+            table = Table("task", "state", "seconds", title=f"{dag_id} {logical_date or '(marts asset)'}")
+            for row in af.task_runs(settings, dag_id):
+                start, end = row["start_date"], row["end_date"]
+                seconds = (
+                    (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+                    if start and end
+                    else 0
+                )
+                table.add_row(row["task_id"], row["state"], f"{seconds:.1f}")
+            console.print(table)
+
+
+@app.command("airflow-env")
+def airflow_env() -> None:
+    """Print `export` lines that point the `airflow` CLI at this home (use with eval)."""
+    import shlex
+
+    from orchestration import airflow as af
+
+    with _user_errors():
+        settings = _settings()
+        for key, value in af.env(settings).items():
+            if key.startswith(("AIRFLOW", "LAB_")) or key == "PATH":
+                typer.echo(f"export {key}={shlex.quote(value)}")
+
+
 @app.command("api-demo")
 def api_demo(
     day: Annotated[str, typer.Option(help="Take the flights of this 2013 day (YYYY-MM-DD).")] = "2013-12-20",

@@ -93,6 +93,17 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None  # enables POST /admin/reload
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
+    # Where the pipeline's last task asks a running API to reload (empty: the
+    # API's own alias polling picks the new champion up).
+    serve_reload_url: str = ""
+
+    # --- Airflow -------------------------------------------------------------------
+    airflow_home: Path | None = None  # default: <home>/airflow (config, SQLite metadata DB, logs)
+    airflow_dags_folder: Path = Field(default=PROJECT_ROOT / "dags")
+    airflow_port: int = 8081  # 8080 is `lab docs`
+    airflow_admin_password: SecretStr | None = None  # default: Airflow generates one and `lab airflow` prints it
+    # Full stack: postgresql+psycopg2://… ; default: SQLite under airflow_home (one scheduler, dev only).
+    airflow_database_url: str = ""
 
     @model_validator(mode="after")
     def _fill_defaults_under_home(self) -> Settings:
@@ -112,10 +123,14 @@ class Settings(BaseSettings):
             self.mlflow_artifact_uri = (home / "mlartifacts").as_uri()
         self.duckdb_path = (self.duckdb_path or home / "warehouse.duckdb").resolve()
         self.duckdb_extension_directory = (self.duckdb_extension_directory or home / "duckdb_extensions").resolve()
+        self.airflow_home = (self.airflow_home or home / "airflow").resolve()
+        if not self.airflow_database_url:
+            self.airflow_database_url = f"sqlite:///{self.airflow_home / 'airflow.db'}"
         if self.environment == "production":
-            secret = self.s3_secret_access_key
-            if secret is not None and secret.get_secret_value() in _PLACEHOLDER_SECRETS:
-                raise ValueError("LAB_S3_SECRET_ACCESS_KEY is a placeholder; set a real secret")
+            for name in ("s3_secret_access_key", "pg_password", "admin_token", "airflow_admin_password"):
+                secret = getattr(self, name)
+                if secret is not None and secret.get_secret_value() in _PLACEHOLDER_SECRETS:
+                    raise ValueError(f"LAB_{name.upper()} is a placeholder; set a real secret")
         return self
 
     @property
@@ -170,6 +185,23 @@ class Settings(BaseSettings):
             "LAB_PG_PASSWORD": self.pg_password.get_secret_value(),
             "LAB_PG_DATABASE": self.pg_database,
             "LAB_PG_SCHEMA": self.pg_schema,
+        }
+
+    def airflow_env(self) -> dict[str, str]:
+        """Airflow's own configuration for this home, plus every LAB_* setting for its tasks."""
+        return {
+            **self.to_env(),
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.airflow_dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_database_url,
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{self.airflow_port}",
+            # Cosmos reports usage to Astronomer unless told not to.
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "DO_NOT_TRACK": "1",
+            "SCARF_ANALYTICS": "false",
+            "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         }
 
 

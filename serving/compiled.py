@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class CompiledModel:
     """All trees of a binary HistGradientBoostingClassifier, flattened."""
@@ -97,7 +98,9 @@ def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) 
     ordinal, ordinal_cols = transformers.get("categorical", (None, []))
     passthrough, numeric_cols = transformers.get("numeric", (None, []))
     # A fitted ColumnTransformer holds "passthrough" as an identity FunctionTransformer.
-    identity = passthrough == "passthrough" or (isinstance(passthrough, FunctionTransformer) and passthrough.func is None)
+    identity = passthrough == "passthrough" or (
+        isinstance(passthrough, FunctionTransformer) and passthrough.func is None
+    )
     if list(ordinal_cols) != categorical or list(numeric_cols) != numeric or not identity:
         return None
     if categorical and not isinstance(ordinal, OrdinalEncoder):
@@ -109,8 +112,15 @@ def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) 
         codes.append({c: float(k) for k, c in enumerate(categories) if c is None or isinstance(c, str)})
 
     known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
-    feature, threshold, left, right, missing_left, value = [], [], [], [], [], []
-    category_row, tables, roots = [], [], []
+    feature: list[np.ndarray] = []
+    threshold: list[np.ndarray] = []
+    left: list[np.ndarray] = []
+    right: list[np.ndarray] = []
+    missing_left: list[np.ndarray] = []
+    value: list[np.ndarray] = []
+    category_row: list[np.ndarray] = []
+    tables: list[np.ndarray] = []
+    roots: list[int] = []
     offset, depth = 0, 0
     for (predictor,) in model._predictors:
         nodes = predictor.nodes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
@@ -12,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
+from fingerprints import fingerprint
 
 from ingestion.declarations import load_declarations
 from lab.settings import Settings
@@ -19,21 +19,6 @@ from transform.dbt import mart_relations, run_dbt, target_dir
 from transform.warehouse import query
 
 pytestmark = pytest.mark.slow
-
-
-def fingerprint(table: pa.Table) -> tuple[int, str]:
-    """(rows, order-independent content hash); doubles rounded so engines compare."""
-    columns = {}
-    for name in sorted(table.column_names):
-        column = table.column(name)
-        if pa.types.is_floating(column.type):
-            column = pc.round(column, 9)
-        columns[name] = column
-    rows = pa.table(columns).to_pylist()
-    total = 0
-    for row in rows:
-        total = (total + int.from_bytes(hashlib.sha256(repr(row).encode()).digest()[:16], "big")) % (1 << 128)
-    return len(rows), f"{total:032x}"
 
 
 def raw_flights() -> pa.Table:

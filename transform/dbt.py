@@ -131,3 +131,14 @@ def model_relations(settings: Settings, folder: str | None = None) -> dict[str, 
 def mart_relations(settings: Settings) -> dict[str, str]:
     """Model name -> ``schema.alias`` of every model under ``models/marts``."""
     return model_relations(settings, "marts")
+
+
+def ensure_manifest(settings: Settings) -> Path:
+    """The manifest Cosmos renders the DAG from; ``dbt parse`` writes it if missing.
+
+    Parsing needs no warehouse connection, so this works on a fresh home.
+    """
+    path = manifest_path(settings)
+    if not path.exists():
+        run_dbt(settings, ["parse"])
+    return path

@@ -13,6 +13,7 @@ warehouse now holds: the lineage a trained model points back to.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.util import find_spec
@@ -66,6 +67,7 @@ def duckdb_connect(
     target = str(path) if path is not None else ":memory:"
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _release_in_process_dbt()
     conn = duckdb.connect(
         target,
         read_only=read_only,
@@ -76,6 +78,24 @@ def duckdb_connect(
         if not any(installed):
             conn.execute(f"install '{_extension_file(name)}'")
     return conn
+
+
+def _release_in_process_dbt() -> None:
+    """Close the DuckDB handle an in-process dbt run left open, if any.
+
+    dbt-duckdb keeps its connection after an in-process invocation (Cosmos's
+    DBT_RUNNER mode inside ``airflow dags test``, where every task shares one
+    process); DuckDB then refuses a second connection to the same file with
+    other settings. A real worker runs each task in its own process, where this
+    finds nothing to do.
+    """
+    manager = sys.modules.get("dbt.adapters.duckdb.connections")
+    if manager is None:
+        return
+    cls = manager.DuckDBConnectionManager
+    if cls._ENV is not None:
+        cls._ENV.close()
+        cls.close_all_connections()
 
 
 def _raw_tables(settings: Settings) -> list[PublishedTable]:

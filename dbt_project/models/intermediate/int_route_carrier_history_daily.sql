@@ -97,8 +97,17 @@ route_carrier_history as (
         sum(late) over (partition by origin, dest, carrier order by flight_date {{ window_frame }}) as route_carrier_late
     from (
         select keys.origin, keys.dest, keys.carrier, calendar.as_of_date as flight_date, route_carrier_days.flights, route_carrier_days.late
-        from (select distinct origin, dest, carrier from flights) as keys
-        cross join calendar
+        -- A key enters on the day it is first scheduled. Rows for earlier days
+        -- would reveal that the route will exist (knowledge from the future), and a
+        -- month-by-month run could not produce them, so backfills and full builds
+        -- would disagree.
+        from (
+            select origin, dest, carrier, min(flight_date) as first_scheduled_date
+            from flights
+            group by origin, dest, carrier
+        ) as keys
+        inner join calendar
+            on calendar.as_of_date >= keys.first_scheduled_date
         left join route_carrier_days
             on keys.origin = route_carrier_days.origin
             and keys.dest = route_carrier_days.dest

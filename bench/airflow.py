@@ -1,0 +1,132 @@
+"""Orchestration overhead: one month through Airflow + Cosmos against `lab` doing the same steps.
+
+Prints, in one run on this machine, for the month 2013-03 on a lake that
+already holds January and February with marts built through February (the
+state a monthly run finds):
+
+- ``lab`` directly: ``lab ingest --partition 2013-03``, ``lab build --month
+  2013-03``, ``lab train``, ``lab promote`` (each a fresh process, as a user
+  types them; ``lab build`` also checks source freshness and counts marts);
+- Airflow: ``airflow dags test flights_monthly 2013-03-01`` (ingest, publish,
+  one Cosmos task per dbt model, marts asset) then ``airflow dags test
+  train_and_promote`` (train, promote, refresh), each task really executed;
+- optionally (``--scheduler``) the same month as a *scheduled* run under
+  ``airflow standalone`` (LocalExecutor: a process per task), timed from
+  trigger to success.
+
+Both start from copies of the same home. Goal: Airflow <= 1.5x of ``lab``
+(Cosmos's docs show local mode at 4.5-6x a plain ``dbt build``).
+
+Run: ``.venv/bin/python bench/airflow.py [--scheduler]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lab.settings import Settings  # noqa: E402
+from orchestration import airflow as af  # noqa: E402
+from orchestration.steps import ingest_month, publish_lake  # noqa: E402
+from transform.dbt import run_dbt  # noqa: E402
+
+MONTH = "2013-03"
+
+
+def starting_home(workdir: Path, name: str) -> Settings:
+    """January and February in the lake, marts built through February.
+
+    Built afresh for each contender (a copied home would still point at the
+    original's files: Iceberg metadata and MLflow artifacts hold absolute paths).
+    """
+    settings = Settings(home=workdir / name / ".lab", sources_dirs=[], airflow_port=8793)
+    for month in ("2013-01", "2013-02"):
+        ingest_month(settings, month)
+    publish_lake(settings)
+    run_dbt(settings, ["build"])
+    return settings
+
+
+def timed(label: str, fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    print(f"  {label:<52} {elapsed:7.1f} s", flush=True)
+    return elapsed
+
+
+def lab_directly(settings: Settings) -> float:
+    env = {**os.environ, **settings.to_env()}
+    lab = str(Path(sys.executable).with_name("lab"))
+
+    def run(*args: str) -> None:
+        subprocess.run([lab, *args], env=env, check=True, capture_output=True)
+
+    print("lab, step by step:")
+    return sum(
+        [
+            timed(f"lab ingest --partition {MONTH}", lambda: run("ingest", "--partition", MONTH)),
+            timed(f"lab build --month {MONTH}", lambda: run("build", "--month", MONTH)),
+            timed("lab train", lambda: run("train")),
+            timed("lab promote", lambda: run("promote")),
+        ]
+    )
+
+
+def airflow_dags_test(settings: Settings) -> float:
+    af.prepare(settings)  # one-time set-up (metadata DB, pool, DAG registration), not timed
+    print("Airflow, `airflow dags test` (every task executed, no scheduler):")
+    return sum(
+        [
+            timed(
+                f"dags test flights_monthly {MONTH}-01",
+                lambda: af.dags_test(settings, "flights_monthly", f"{MONTH}-01"),
+            ),
+            timed("dags test train_and_promote", lambda: af.dags_test(settings, "train_and_promote")),
+        ]
+    )
+
+
+def airflow_scheduled(settings: Settings) -> float:
+    print("Airflow, scheduled run under `airflow standalone` (LocalExecutor):")
+    with af.standalone(settings):
+        af.airflow(settings, "dags", "unpause", "flights_monthly")
+        af.airflow(settings, "dags", "unpause", "train_and_promote")
+
+        def month_and_training() -> None:
+            af.airflow(settings, "dags", "trigger", "flights_monthly", "--logical-date", f"{MONTH}-01T00:00:00+00:00")
+            af.wait_for_runs(settings, "flights_monthly", 1)
+            af.wait_for_runs(settings, "train_and_promote", 1)  # started by the marts asset
+
+        return timed("trigger -> flights_monthly -> asset -> train_and_promote", month_and_training)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scheduler", action="store_true", help="also time a scheduled run under standalone")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-airflow-") as tmp:
+        workdir = Path(tmp)
+        print("each contender starts from a lake with 2013-01..02 and marts built through February", flush=True)
+        direct = lab_directly(starting_home(workdir, "direct"))
+        tested = airflow_dags_test(starting_home(workdir, "dags-test"))
+        scheduled = airflow_scheduled(starting_home(workdir, "scheduled")) if args.scheduler else None
+    print()
+    print(f"{'one month, ingest -> dbt -> train -> promote':<52} {'wall s':>7} {'ratio':>7}")
+    print(f"{'lab directly':<52} {direct:7.1f} {1.0:6.2f}x")
+    print(f"{'airflow dags test (Cosmos, one task per model)':<52} {tested:7.1f} {tested / direct:6.2f}x")
+    if scheduled is not None:
+        print(f"{'airflow scheduled run (standalone, LocalExecutor)':<52} {scheduled:7.1f} {scheduled / direct:6.2f}x")
+    print("goal: Airflow <= 1.5x of lab")
+
+
+if __name__ == "__main__":
+    main()

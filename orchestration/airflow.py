@@ -1,0 +1,189 @@
+"""Running Airflow itself on this home: its configuration, CLI, and standalone server.
+
+Everything Airflow needs comes from ``Settings.airflow_env()``: where its home,
+metadata database and DAGs are, and every LAB_* setting the tasks read. The CLI
+(``lab airflow``), the tests and ``bench/airflow.py`` all go through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ingestion.errors import LabError
+from lab.settings import Settings
+from orchestration.dbt_group import WAREHOUSE_POOL
+
+ADMIN_USER = "admin"
+
+
+def env(settings: Settings) -> dict[str, str]:
+    """The environment of every Airflow process for this home."""
+    assert settings.airflow_home is not None
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        # `airflow standalone` starts its components as `airflow ...` from PATH.
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        **settings.airflow_env(),
+        # The simple auth manager writes a generated password here on first start.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(settings)),
+    }
+
+
+def passwords_file(settings: Settings) -> Path:
+    assert settings.airflow_home is not None
+    return settings.airflow_home / "simple_auth_manager_passwords.json"
+
+
+def airflow(
+    settings: Settings, *args: str, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``airflow <args>`` for this home; raise with Airflow's last lines when it fails."""
+    executable = Path(sys.executable).with_name("airflow")
+    proc = subprocess.run(
+        [str(executable), *args], env=env(settings), capture_output=True, text=True, check=False, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise LabError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
+    """The JSON table an ``--output json`` command printed (Airflow may log warnings before it)."""
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("[", "{"))]
+    return json.loads(lines[-1]) if lines else []
+
+
+def prepare(settings: Settings) -> None:
+    """Create or upgrade the metadata DB, the one-slot warehouse pool, and register the DAGs."""
+    from transform.dbt import ensure_manifest
+
+    assert settings.airflow_home is not None
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    if settings.airflow_admin_password is not None:
+        password = settings.airflow_admin_password.get_secret_value()
+        passwords_file(settings).write_text(json.dumps({ADMIN_USER: password}))
+    ensure_manifest(settings)  # the DAG files render the dbt graph from it
+    airflow(settings, "db", "migrate")
+    # DuckDB admits one writing process: every task that opens the file queues here.
+    slots = "1" if settings.dbt_target == "duckdb" else "4"
+    airflow(settings, "pools", "set", WAREHOUSE_POOL, slots, "tasks that open the warehouse")
+    airflow(settings, "dags", "reserialize")
+    errors = _json(airflow(settings, "dags", "list-import-errors", "--output", "json"))
+    if errors:
+        raise LabError(f"DAG import errors: {errors}")
+
+
+def dags_test(settings: Settings, dag_id: str, logical_date: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test``: one DAG run in this process, no scheduler needed."""
+    return airflow(settings, "dags", "test", dag_id, *([logical_date] if logical_date else []))
+
+
+def task_runs(settings: Settings, dag_id: str) -> list[dict[str, str]]:
+    """Every task of the DAG's latest run: task_id, state, start_date, end_date (in run order)."""
+    runs = _json(airflow(settings, "dags", "list-runs", dag_id, "--output", "json"))
+    if not runs:
+        return []
+    run_id = max(runs, key=lambda r: r["run_after"] or "")["run_id"]
+    rows = _json(airflow(settings, "tasks", "states-for-dag-run", dag_id, run_id, "--output", "json"))
+    return sorted(rows, key=lambda r: r["start_date"] or "~")
+
+
+def task_states(settings: Settings, dag_id: str) -> dict[str, str]:
+    """task_id -> state of the latest run of a DAG."""
+    return {row["task_id"]: row["state"] for row in task_runs(settings, dag_id)}
+
+
+@contextmanager
+def standalone(settings: Settings, *, ready_timeout: float = 180.0) -> Iterator[str]:
+    """``airflow standalone`` (API server, scheduler, DAG processor, triggerer); yields the UI URL."""
+    import httpx
+
+    assert settings.airflow_home is not None
+    prepare(settings)
+    url = f"http://localhost:{settings.airflow_port}"
+    log = (settings.airflow_home / "standalone.log").open("ab")
+    executable = Path(sys.executable).with_name("airflow")
+    proc = subprocess.Popen(
+        [str(executable), "standalone"], env=env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise LabError(f"airflow standalone exited ({proc.returncode}); see {log.name}")
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise LabError(f"Airflow did not answer at {url} within {ready_timeout:.0f} s; see {log.name}")
+            time.sleep(1)
+        yield url
+    finally:
+        import signal
+
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def admin_password(settings: Settings) -> str | None:
+    """The generated password of the ``admin`` user, once the API server has written it."""
+    path = passwords_file(settings)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get(ADMIN_USER)
+
+
+def backfill(settings: Settings, dag_id: str, from_date: str, to_date: str, *, reprocess: str = "none") -> None:
+    """``airflow backfill create`` over [from_date, to_date]; a running scheduler executes it.
+
+    ``reprocess``: "none" skips months that already ran, "completed" re-runs them too.
+    """
+    airflow(
+        settings,
+        "backfill",
+        "create",
+        "--dag-id",
+        dag_id,
+        "--from-date",
+        from_date,
+        "--to-date",
+        to_date,
+        "--reprocess-behavior",
+        reprocess,
+        "--max-active-runs",
+        "1",
+    )
+
+
+def wait_for_runs(settings: Settings, dag_id: str, count: int, *, timeout: float = 900.0) -> list[dict[str, str]]:
+    """Block until ``count`` runs of the DAG have finished; fail on a failed run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = _json(airflow(settings, "dags", "list-runs", dag_id, "--output", "json"))
+        failed = [r for r in runs if r["state"] == "failed"]
+        if failed:
+            raise LabError(f"{dag_id} run {failed[0]['run_id']} failed")
+        done = [r for r in runs if r["state"] == "success"]
+        if len(done) >= count:
+            return done
+        if time.monotonic() > deadline:
+            raise LabError(f"{dag_id}: {len(done)} of {count} runs finished within {timeout:.0f} s")
+        time.sleep(5)

@@ -1,0 +1,10 @@
+"""Assets that connect the DAGs: a DAG that refreshes one triggers the DAGs that read it."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+# The feature marts (training and online tables), rebuilt by a monthly run.
+MARTS = Asset("lab://warehouse/marts", group="dbt")
+# The registry's champion alias, possibly moved by the promotion gate.
+CHAMPION = Asset("lab://registry/flight_delay/champion", group="mlflow")

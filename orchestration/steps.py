@@ -1,0 +1,90 @@
+"""The pipeline's non-dbt steps, each a function of (settings, month) returning a small summary.
+
+Every step is safe to re-run: ingestion overwrites the month's partition (and
+upserts the keyed tables), publishing replaces views or raw copies, training
+registers a new challenger, and promotion is the registry's gate. Summaries are
+plain dicts so Airflow can keep them as XComs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lab.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ingest_month(settings: Settings, month: str) -> dict[str, Any]:
+    """Load one month of every partitioned source, and every keyed source whole."""
+    from ingestion.declarations import load_declarations
+    from ingestion.loader import ingest, month_index
+
+    month_index(month)  # a malformed month fails here, before anything is written
+    loaded: dict[str, Any] = {}
+    for decl in load_declarations(settings.sources_dirs).values():
+        result = ingest(decl, settings, partition=month if decl.partition is not None else None)
+        loaded[decl.name] = {
+            "rows_loaded": result.rows_loaded,
+            "rows_quarantined": result.rows_quarantined,
+            "snapshot_id": str(result.snapshot_id),
+        }
+        log.info(
+            "%s %s: %s rows, snapshot %s", decl.name, result.partition or "all", result.rows_loaded, result.snapshot_id
+        )
+    return loaded
+
+
+def publish_lake(settings: Settings) -> dict[str, Any]:
+    """Point the warehouse's raw relations at the lake's current snapshots."""
+    from transform.publish import publish
+
+    return {table.name: {"snapshot_id": str(table.snapshot_id), "rows": table.rows} for table in publish(settings)}
+
+
+def train_challenger(settings: Settings) -> dict[str, Any]:
+    """Train on the training mart, log the MLflow run, register the challenger."""
+    from ml.train import train
+
+    result = train(settings, "gbm")
+    return {"run_id": result.run_id, "version": result.model_version, "metrics": result.metrics}
+
+
+def promote_challenger(settings: Settings, version: str) -> dict[str, Any]:
+    """The promotion gate: champion only if better by the configured margin."""
+    from ml.registry import promote
+
+    decision = promote(settings, version)
+    return {
+        "promoted": decision.promoted,
+        "challenger_version": decision.challenger_version,
+        "champion_version": decision.champion_version,
+        "challenger_auc": decision.challenger_auc,
+        "champion_auc": decision.champion_auc,
+        "reason": decision.reason,
+    }
+
+
+def refresh_serving(settings: Settings) -> dict[str, Any]:
+    """Ask a running API to load the current champion and the rebuilt marts now.
+
+    Without ``LAB_SERVE_RELOAD_URL`` nothing is called: the API follows the
+    champion alias on its own every ``LAB_SERVE_POLL_SECONDS``.
+    """
+    if not settings.serve_reload_url:
+        return {"reloaded": False, "reason": "no LAB_SERVE_RELOAD_URL; the API polls the champion alias"}
+    import httpx
+
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    response = httpx.post(settings.serve_reload_url, headers={"X-Admin-Token": token}, timeout=60)
+    response.raise_for_status()
+    return {"reloaded": True, **response.json()}
+
+
+def mart_row_counts(settings: Settings) -> dict[str, int]:
+    """Rows in every mart after a build (what the marts asset event carries)."""
+    from transform.dbt import mart_relations
+    from transform.warehouse import row_counts
+
+    return row_counts(settings, mart_relations(settings))

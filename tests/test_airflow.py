@@ -1,0 +1,122 @@
+"""Airflow: the DAG files, a real `airflow dags test` of the pipeline, a real scheduled backfill.
+
+Everything runs on the embedded default (SQLite metadata DB, DuckDB warehouse)
+under temporary homes; Airflow is started here, never mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from fingerprints import mart_fingerprints
+
+from lab.settings import Settings
+from orchestration import airflow as af
+from orchestration.dbt_group import WAREHOUSE_POOL
+from orchestration.steps import ingest_month
+from transform.dbt import mart_relations
+from transform.warehouse import query
+
+DAGS = ("flights_monthly", "train_and_promote")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Settings:
+    return Settings(home=tmp_path_factory.mktemp(name) / ".lab", sources_dirs=[], airflow_port=_free_port())
+
+
+def _dbt_models(settings: Settings) -> set[str]:
+    from transform.dbt import ensure_manifest
+
+    manifest = json.loads(ensure_manifest(settings).read_text())
+    return {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+
+
+def test_dag_integrity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every DAG file imports, has tags, retries and owners; dbt models are tasks; warehouse tasks share one slot."""
+    settings = _home(tmp_path_factory, "dagbag")
+    for key, value in settings.airflow_env().items():
+        monkeypatch.setenv(key, value)
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=settings.airflow_dags_folder)
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == set(DAGS)
+    for dag_id in DAGS:
+        dag = bag.dags[dag_id]
+        assert dag.tags, dag_id
+        assert dag.max_active_runs == 1, dag_id
+        assert dag.topological_sort() is not None  # raises on a cycle
+        for task in dag.tasks:
+            assert task.retries >= 1, task.task_id
+            assert task.owner != "airflow", task.task_id
+    pipeline = bag.dags["flights_monthly"]
+    model_tasks = {t.task_id for t in pipeline.tasks if t.task_id.endswith("_model_build")}
+    assert model_tasks == {f"dbt.{m}_model_build" for m in _dbt_models(settings)}
+    for task in pipeline.tasks:
+        if task.task_id.startswith("dbt.") or task.task_id in {"publish", "marts_refreshed"}:
+            assert task.pool == WAREHOUSE_POOL, task.task_id
+    from orchestration.assets import MARTS
+
+    training = bag.dags["train_and_promote"]
+    assert training.timetable.asset_condition.objects == (MARTS,)  # scheduled by the marts asset
+
+
+@pytest.fixture(scope="module")
+def pipeline_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """January and February in the lake (as earlier runs left it); March through `airflow dags test`."""
+    settings = _home(tmp_path_factory, "pipeline")
+    for month in ("2013-01", "2013-02"):
+        ingest_month(settings, month)
+    af.prepare(settings)
+    return settings
+
+
+def test_dags_test_runs_the_month_and_a_champion_follows(pipeline_home: Settings) -> None:
+    settings = pipeline_home
+    af.dags_test(settings, "flights_monthly", "2013-03-01")
+    states = af.task_states(settings, "flights_monthly")
+    for model in _dbt_models(settings):
+        assert states.get(f"dbt.{model}_model_build") == "success", model
+    assert set(states.values()) == {"success"}, states
+    first = mart_fingerprints(settings)
+    training = mart_relations(settings)["training_flights"]
+    months = {
+        row["flight_month"] for row in query(settings, f"select distinct flight_month from {training}").to_pylist()
+    }
+    assert months == {"2013-01", "2013-02", "2013-03"}
+
+    # The same month again: every step overwrites its month, so nothing changes.
+    af.dags_test(settings, "flights_monthly", "2013-03-01")
+    assert mart_fingerprints(settings) == first
+
+    af.dags_test(settings, "train_and_promote")
+    assert set(af.task_states(settings, "train_and_promote").values()) == {"success"}
+    import mlflow
+
+    from ml.train import configure_mlflow
+
+    configure_mlflow(settings)
+    champion = mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
+    assert str(champion.version) == "1"
+
+
+def test_backfill_of_three_months_equals_one_run(
+    pipeline_home: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`airflow backfill create` Jan-Mar under a real scheduler = one run over Jan-Mar (pipeline_home)."""
+    settings = _home(tmp_path_factory, "backfill")
+    with af.standalone(settings):
+        af.airflow(settings, "dags", "pause", "train_and_promote")  # only the marts are compared here
+        af.airflow(settings, "dags", "unpause", "flights_monthly")
+        af.backfill(settings, "flights_monthly", "2013-01-01", "2013-03-01")
+        runs = af.wait_for_runs(settings, "flights_monthly", 3)
+    assert sorted(r["logical_date"][:7] for r in runs) == ["2013-01", "2013-02", "2013-03"]
+    assert mart_fingerprints(settings) == mart_fingerprints(pipeline_home)
