@@ -199,6 +199,8 @@ class Settings(BaseSettings):
             "AIRFLOW__API__BASE_URL": f"http://localhost:{self.airflow_port}",
             # Cosmos reports usage to Astronomer unless told not to.
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            # Cosmos caches dbt artifacts per DAG; per home, not in a /tmp shared by every home.
+            "AIRFLOW__COSMOS__CACHE_DIR": str(self.airflow_home / "cosmos"),
             "DO_NOT_TRACK": "1",
             "SCARF_ANALYTICS": "false",
             "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
