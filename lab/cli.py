@@ -409,6 +409,23 @@ def airflow_test(
                 )
                 table.add_row(row["task_id"], row["state"], f"{seconds:.1f}")
             console.print(table)
+        console.print(_latest_promotion(settings))
+
+
+def _latest_promotion(settings: Settings) -> str:
+    """One line on what the promotion gate decided for the newest model version."""
+    import mlflow
+
+    from ml.train import configure_mlflow
+
+    configure_mlflow(settings)
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{settings.model_name}'")
+    newest = max(versions, key=lambda v: int(v.version))
+    tags = newest.tags
+    return (
+        f"promotion gate: v{newest.version} {tags.get('lab.promotion.decision', 'undecided')}"
+        f" ({tags.get('lab.promotion.reason', 'no decision recorded')})"
+    )
 
 
 @app.command("airflow-env")

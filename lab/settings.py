@@ -189,6 +189,7 @@ class Settings(BaseSettings):
 
     def airflow_env(self) -> dict[str, str]:
         """Airflow's own configuration for this home, plus every LAB_* setting for its tasks."""
+        assert self.airflow_home is not None  # filled in by the validator
         return {
             **self.to_env(),
             "AIRFLOW_HOME": str(self.airflow_home),
