@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lab.processes import free_port  # noqa: E402
 from lab.settings import Settings  # noqa: E402
 from orchestration import airflow as af  # noqa: E402
 from orchestration.steps import ingest_month, publish_lake  # noqa: E402
@@ -47,7 +48,7 @@ def starting_home(workdir: Path, name: str) -> Settings:
     Built afresh for each contender (a copied home would still point at the
     original's files: Iceberg metadata and MLflow artifacts hold absolute paths).
     """
-    settings = Settings(home=workdir / name / ".lab", sources_dirs=[], airflow_port=8793)
+    settings = Settings(home=workdir / name / ".lab", sources_dirs=[], airflow_port=free_port())
     for month in ("2013-01", "2013-02"):
         ingest_month(settings, month)
     publish_lake(settings)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ingestion.errors import LabError
+from lab.processes import stop, wait_until_answering
 from lab.settings import Settings
 from orchestration.dbt_group import WAREHOUSE_POOL
 
@@ -106,8 +107,6 @@ def task_states(settings: Settings, dag_id: str) -> dict[str, str]:
 @contextmanager
 def standalone(settings: Settings, *, ready_timeout: float = 180.0) -> Iterator[str]:
     """``airflow standalone`` (API server, scheduler, DAG processor, triggerer); yields the UI URL."""
-    import httpx
-
     assert settings.airflow_home is not None
     prepare(settings)
     url = f"http://localhost:{settings.airflow_port}"
@@ -117,29 +116,13 @@ def standalone(settings: Settings, *, ready_timeout: float = 180.0) -> Iterator[
         [str(executable), "standalone"], env=env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise LabError(f"airflow standalone exited ({proc.returncode}); see {log.name}")
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise LabError(f"Airflow did not answer at {url} within {ready_timeout:.0f} s; see {log.name}")
-            time.sleep(1)
+        try:
+            wait_until_answering(proc, f"{url}/api/v2/monitor/health", ready_timeout, "airflow standalone")
+        except (RuntimeError, TimeoutError) as exc:
+            raise LabError(f"{exc}; see {log.name}") from None
         yield url
     finally:
-        import signal
-
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc, grace=60, group=True)  # standalone's components share its process group
         log.close()
 
 

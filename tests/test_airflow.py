@@ -7,11 +7,11 @@ under temporary homes; Airflow is started here, never mocked.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from fingerprints import mart_fingerprints
 
+from lab.processes import free_port
 from lab.settings import Settings
 from orchestration import airflow as af
 from orchestration.dbt_group import WAREHOUSE_POOL
@@ -22,14 +22,8 @@ from transform.warehouse import query
 DAGS = ("flights_monthly", "train_and_promote")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp(name) / ".lab", sources_dirs=[], airflow_port=_free_port())
+    return Settings(home=tmp_path_factory.mktemp(name) / ".lab", sources_dirs=[], airflow_port=free_port())
 
 
 def _dbt_models(settings: Settings) -> set[str]:
