@@ -12,7 +12,7 @@ Choices, and why:
   subprocess per task (about 2.8x faster, DESIGN.md).
 - DuckDB allows one writing process: every task that opens the warehouse file
   runs in the ``duckdb`` pool of one slot (``WAREHOUSE_POOL``), ML tasks too.
-  On Postgres the pool is unnecessary but harmless.
+  On Postgres (many writers) `lab` gives the pool four slots.
 - The run's month reaches the incremental models as the ``month`` var.
 """
 
