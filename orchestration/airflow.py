@@ -74,6 +74,12 @@ def prepare(settings: Settings) -> None:
         password = settings.airflow_admin_password.get_secret_value()
         passwords_file(settings).write_text(json.dumps({ADMIN_USER: password}))
     ensure_manifest(settings)  # the DAG files render the dbt graph from it
+    config = settings.airflow_home / "config"  # on sys.path of every Airflow process
+    config.mkdir(exist_ok=True)
+    (config / "airflow_local_settings.py").write_text(
+        "# Written by orchestration/airflow.py: see orchestration/warm_start.py.\n"
+        "from orchestration.warm_start import warm\n\nwarm()\n__all__: list[str] = []\n"
+    )
     airflow(settings, "db", "migrate")
     # DuckDB admits one writing process: every task that opens the file queues here.
     slots = "1" if settings.dbt_target == "duckdb" else "4"
