@@ -44,13 +44,17 @@ def passwords_file(settings: Settings) -> Path:
     return settings.airflow_home / "simple_auth_manager_passwords.json"
 
 
+def _executable() -> str:
+    """The `airflow` entry point of the environment `lab` runs in."""
+    return str(Path(sys.executable).with_name("airflow"))
+
+
 def airflow(
     settings: Settings, *args: str, check: bool = True, timeout: float | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``airflow <args>`` for this home; raise with Airflow's last lines when it fails."""
-    executable = Path(sys.executable).with_name("airflow")
     proc = subprocess.run(
-        [str(executable), *args], env=env(settings), capture_output=True, text=True, check=False, timeout=timeout
+        [_executable(), *args], env=env(settings), capture_output=True, text=True, check=False, timeout=timeout
     )
     if check and proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
@@ -117,9 +121,8 @@ def standalone(settings: Settings, *, ready_timeout: float = 180.0) -> Iterator[
     prepare(settings)
     url = f"http://localhost:{settings.airflow_port}"
     log = (settings.airflow_home / "standalone.log").open("ab")
-    executable = Path(sys.executable).with_name("airflow")
     proc = subprocess.Popen(
-        [str(executable), "standalone"], env=env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [_executable(), "standalone"], env=env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
         try:

@@ -29,7 +29,6 @@ class CompiledModel:
     """All trees of a binary HistGradientBoostingClassifier, flattened."""
 
     codes: list[dict[Any, float]]  # per categorical feature: category → ordinal code
-    n_categorical: int
     feature: np.ndarray  # int64 column of X each node tests (0 at leaves)
     threshold: np.ndarray  # float64 numeric threshold
     left: np.ndarray  # int64 global node index; leaves point at themselves
@@ -68,7 +67,7 @@ class CompiledModel:
                 # Negative codes (unknown or missing) and codes outside the
                 # learned bitsets follow the missing direction, as in sklearn.
                 code = np.where(missing | (value < 0), 255, value).astype(np.int64).clip(0, 255)
-                by_code = self.go_left_by_code[np.where(categorical, category_row, -1), code]
+                by_code = self.go_left_by_code[category_row, code]  # numeric splits read the spare last row
                 go_left = np.where(categorical, by_code, go_left)
                 missing |= categorical & (value < 0)
             go_left = np.where(missing, self.missing_left[node], go_left)
@@ -148,7 +147,6 @@ def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) 
     tables.append(np.zeros(256, dtype=bool))  # row -1: numeric splits index here and ignore the result
     return CompiledModel(
         codes=codes,
-        n_categorical=len(categorical),
         feature=np.concatenate(feature).astype(np.int64),
         threshold=np.concatenate(threshold).astype(np.float64),
         left=np.concatenate(left),

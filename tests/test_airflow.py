@@ -6,8 +6,6 @@ under temporary homes; Airflow is started here, never mocked.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from fingerprints import mart_fingerprints
 
@@ -27,10 +25,10 @@ def _home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Settings:
 
 
 def _dbt_models(settings: Settings) -> set[str]:
-    from transform.dbt import ensure_manifest
+    from transform.dbt import ensure_manifest, model_relations
 
-    manifest = json.loads(ensure_manifest(settings).read_text())
-    return {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    ensure_manifest(settings)
+    return set(model_relations(settings))
 
 
 def test_dag_integrity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
