@@ -12,7 +12,9 @@ state a monthly run finds):
   train_and_promote`` (train, promote, refresh), each task really executed;
 - optionally (``--scheduler``) the same month as a *scheduled* run under
   ``airflow standalone`` (LocalExecutor: a process per task), timed from
-  trigger to success.
+  the monthly run's start to the training run's end by Airflow's own run
+  records, and also from this script's trigger CLI to its polling seeing both
+  runs succeed.
 
 Both start from copies of the same home. Goal: Airflow <= 1.5x of ``lab``
 (Cosmos's docs show local mode at 4.5-6x a plain ``dbt build``).
@@ -96,7 +98,16 @@ def airflow_dags_test(settings: Settings) -> float:
     )
 
 
-def airflow_scheduled(settings: Settings) -> float:
+def airflow_scheduled(settings: Settings) -> tuple[float, float]:
+    """(the runs' own span, trigger-to-done wall time including the CLI and polling).
+
+    The span runs from ``flights_monthly`` starting to ``train_and_promote``
+    ending, read from Airflow's run records: what a run the scheduler starts on
+    its own costs. The wall time adds this script's ``airflow dags trigger``
+    (a CLI process, ~5 s) and its 5 s polling.
+    """
+    from datetime import datetime
+
     print("Airflow, scheduled run under `airflow standalone` (LocalExecutor):")
     with af.standalone(settings):
         af.airflow(settings, "dags", "unpause", "flights_monthly")
@@ -107,7 +118,12 @@ def airflow_scheduled(settings: Settings) -> float:
             af.wait_for_runs(settings, "flights_monthly", 1)
             af.wait_for_runs(settings, "train_and_promote", 1)  # started by the marts asset
 
-        return timed("trigger -> flights_monthly -> asset -> train_and_promote", month_and_training)
+        wall = timed("trigger -> flights_monthly -> asset -> train_and_promote", month_and_training)
+        first = af.wait_for_runs(settings, "flights_monthly", 1)[0]
+        last = af.wait_for_runs(settings, "train_and_promote", 1)[0]
+    span = (datetime.fromisoformat(last["end_date"]) - datetime.fromisoformat(first["start_date"])).total_seconds()
+    print(f"  {'run start -> training run end (run records)':<52} {span:7.1f} s")
+    return span, wall
 
 
 def main() -> None:
@@ -125,7 +141,9 @@ def main() -> None:
     print(f"{'lab directly':<52} {direct:7.1f} {1.0:6.2f}x")
     print(f"{'airflow dags test (Cosmos, one task per model)':<52} {tested:7.1f} {tested / direct:6.2f}x")
     if scheduled is not None:
-        print(f"{'airflow scheduled run (standalone, LocalExecutor)':<52} {scheduled:7.1f} {scheduled / direct:6.2f}x")
+        span, wall = scheduled
+        print(f"{'airflow scheduled run (standalone, LocalExecutor)':<52} {span:7.1f} {span / direct:6.2f}x")
+        print(f"{'  same, incl. trigger CLI and 5 s polling':<52} {wall:7.1f} {wall / direct:6.2f}x")
     print("goal: Airflow <= 1.5x of lab")
 
 

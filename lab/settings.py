@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     airflow_home: Path | None = None  # default: <home>/airflow (config, SQLite metadata DB, logs)
     airflow_dags_folder: Path = Field(default=PROJECT_ROOT / "dags")
     airflow_port: int = 8081  # 8080 is `lab docs`
+    # How Cosmos runs the dbt graph: "watcher" runs one `dbt build` and gives each
+    # model a task that reports its result; "local" runs dbt once per model task.
+    # Both keep one task per model; bench/airflow.py measures the two.
+    airflow_dbt_mode: Literal["watcher", "local"] = "watcher"
     airflow_admin_password: SecretStr | None = None  # default: Airflow generates one and `lab airflow` prints it
     # Full stack: postgresql+psycopg2://… ; default: SQLite under airflow_home (one scheduler, dev only).
     airflow_database_url: str = ""

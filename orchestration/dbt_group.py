@@ -1,19 +1,30 @@
-"""The dbt graph as Airflow tasks: one Cosmos task per model, running `dbt build` on it.
+"""The dbt graph as Airflow tasks: one Cosmos task per model, for the run's month.
 
-Choices, and why:
+Two Cosmos execution modes, chosen by ``LAB_AIRFLOW_DBT_MODE`` and both measured
+by ``bench/airflow.py``:
+
+- ``watcher`` (default): one task, ``dbt_producer_watcher``, runs a single
+  ``dbt build`` of the graph; every model has a ``<model>.run`` and a
+  ``<model>.test`` task that report that model's result and its tests' from the
+  build (``TestBehavior.AFTER_EACH``). dbt starts once, not once per model.
+- ``local``: each model's task, ``<model>_model_build``, runs ``dbt build`` on
+  its model and tests (``TestBehavior.BUILD``), so a failing test fails the task
+  of the model it guards and nothing downstream runs on bad data.
+
+Either way a failure turns one model's task red, and:
 
 - ``LoadMode.DBT_MANIFEST``: the DAG is rendered from ``manifest.json``, so
   parsing a DAG file never starts dbt (a missing manifest is made once with
   ``dbt parse``).
-- ``TestBehavior.BUILD``: each model's task builds the model *and* its tests in
-  one dbt invocation, so a failing test fails the task of the model it guards
-  and nothing downstream runs on bad data.
 - ``InvocationMode.DBT_RUNNER``: dbt runs inside the task process, not as a
   subprocess per task (about 2.8x faster, DESIGN.md).
 - DuckDB allows one writing process: every task that opens the warehouse file
   runs in the ``duckdb`` pool of one slot (``WAREHOUSE_POOL``), ML tasks too.
   On Postgres (many writers) `lab` gives the pool four slots.
 - The run's month reaches the incremental models as the ``month`` var.
+- ``emit_datasets=False``: Cosmos would declare every model's table as an Airflow
+  asset (~0.25 s per task). The DAGs hand over through one asset, the marts
+  (``orchestration.assets``), and the dbt docs site holds the model lineage.
 """
 
 from __future__ import annotations
@@ -26,6 +37,13 @@ WAREHOUSE_POOL = "duckdb"
 MONTH = "{{ logical_date.strftime('%Y-%m') }}"  # the month a monthly run processes
 
 
+def model_task_id(settings: Settings, model: str, group_id: str = "dbt") -> str:
+    """The task that shows one model's result, in the configured mode."""
+    if settings.airflow_dbt_mode == "watcher":
+        return f"{group_id}.{model}.run"
+    return f"{group_id}.{model}_model_build"
+
+
 def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> Any:
     """A Cosmos ``DbtTaskGroup`` over the project, for the run's month."""
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -34,7 +52,8 @@ def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> 
     from transform.dbt import dbt_env, ensure_manifest
 
     env = dbt_env(settings)
-    return DbtTaskGroup(
+    watcher = settings.airflow_dbt_mode == "watcher"
+    group = DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(
             dbt_project_path=settings.dbt_project_dir,
@@ -48,14 +67,49 @@ def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> 
             target_name=settings.dbt_target,
             profiles_yml_filepath=settings.dbt_project_dir / "profiles.yml",
         ),
-        execution_config=ExecutionConfig(execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER),
+        execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.WATCHER if watcher else ExecutionMode.LOCAL,
+            invocation_mode=InvocationMode.DBT_RUNNER,
+        ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
-            test_behavior=TestBehavior.BUILD,
-            # A relationships test reads two models: run it as its own task once
-            # both exist, not inside the build of whichever model comes first.
-            should_detach_multiple_parents_tests=True,
+            test_behavior=TestBehavior.AFTER_EACH if watcher else TestBehavior.BUILD,
+            # Local mode: a relationships test reads two models, so it runs as its
+            # own task once both exist, not inside the build of whichever model
+            # comes first. Watcher mode: dbt orders it inside the one build, and
+            # it is reported with its model's tests.
+            should_detach_multiple_parents_tests=not watcher,
+            emit_datasets=False,
         ),
         operator_args={"vars": {"month": MONTH}, "pool": WAREHOUSE_POOL, "install_deps": False},
         **kwargs,
     )
+    if watcher:
+        _report_after_build(group)
+    return group
+
+
+def _report_after_build(group: Any) -> None:
+    """Watcher mode: the model tasks report the producer's one ``dbt build``, after it.
+
+    Only the producer writes the warehouse, so only it takes the DuckDB pool.
+    The model and test tasks read its results (XComs); made its downstream, they
+    report right after the build instead of sleeping between polls beside it, and
+    ``airflow dags test`` (one task at a time) never starts one that would wait
+    for a producer that cannot run. ``all_done``: a model's task reports its own
+    failure even when the build as a whole failed. No retries: Cosmos retries a
+    watcher task by running dbt for that model itself, a second writer.
+    """
+    from airflow.sdk import TriggerRule
+    from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
+
+    tasks = {task.task_id: task for task in group.iter_tasks()}
+    producer = tasks.pop(f"{group.group_id}.{PRODUCER_WATCHER_TASK_ID}")
+    producer.retries = 0  # Cosmos skips a retried producer rather than build twice
+    tasks.pop(f"{group.group_id}.{PRODUCER_WATCHER_DONE_TASK_ID}", None)
+    for task in tasks.values():
+        task.pool = "default_pool"
+        task.retries = 0
+        if not task.upstream_task_ids & tasks.keys():
+            producer >> task
+            task.trigger_rule = TriggerRule.ALL_DONE

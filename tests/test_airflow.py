@@ -12,7 +12,7 @@ from fingerprints import mart_fingerprints
 from lab.processes import free_port
 from lab.settings import Settings
 from orchestration import airflow as af
-from orchestration.dbt_group import WAREHOUSE_POOL
+from orchestration.dbt_group import WAREHOUSE_POOL, model_task_id
 from orchestration.steps import ingest_month
 from transform.dbt import mart_relations
 from transform.warehouse import query
@@ -20,8 +20,13 @@ from transform.warehouse import query
 DAGS = ("flights_monthly", "train_and_promote")
 
 
-def _home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp(name) / ".lab", sources_dirs=[], airflow_port=free_port())
+def _home(tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: object) -> Settings:
+    return Settings(
+        home=tmp_path_factory.mktemp(name) / ".lab",
+        sources_dirs=[],
+        airflow_port=free_port(),
+        **overrides,  # type: ignore[arg-type]
+    )
 
 
 def _dbt_models(settings: Settings) -> set[str]:
@@ -31,9 +36,10 @@ def _dbt_models(settings: Settings) -> set[str]:
     return set(model_relations(settings))
 
 
-def test_dag_integrity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every DAG file imports, has tags, retries and owners; dbt models are tasks; warehouse tasks share one slot."""
-    settings = _home(tmp_path_factory, "dagbag")
+@pytest.mark.parametrize("mode", ["watcher", "local"])
+def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every DAG file imports, has tags, retries and owners; dbt models are tasks; warehouse writers share one slot."""
+    settings = _home(tmp_path_factory, "dagbag", airflow_dbt_mode=mode)
     for key, value in settings.airflow_env().items():
         monkeypatch.setenv(key, value)
     from airflow.dag_processing.dagbag import DagBag
@@ -47,14 +53,30 @@ def test_dag_integrity(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
         assert dag.max_active_runs == 1, dag_id
         assert dag.topological_sort() is not None  # raises on a cycle
         for task in dag.tasks:
-            assert task.retries >= 1, task.task_id
             assert task.owner != "airflow", task.task_id
+            if not (mode == "watcher" and task.task_id.startswith("dbt.")):
+                assert task.retries >= 1, task.task_id  # watcher tasks: one build, never a second writer
     pipeline = bag.dags["flights_monthly"]
-    model_tasks = {t.task_id for t in pipeline.tasks if t.task_id.endswith("_model_build")}
-    assert model_tasks == {f"dbt.{m}_model_build" for m in _dbt_models(settings)}
-    for task in pipeline.tasks:
-        if task.task_id.startswith("dbt.") or task.task_id in {"publish", "marts_refreshed"}:
-            assert task.pool == WAREHOUSE_POOL, task.task_id
+    models = _dbt_models(settings)
+    ids = {t.task_id for t in pipeline.tasks}
+    assert {model_task_id(settings, m) for m in models} <= ids
+    writers = {"publish", "marts_refreshed"}
+    if mode == "watcher":
+        producer = pipeline.get_task("dbt.dbt_producer_watcher")
+        assert {t.task_id for t in pipeline.tasks if t.task_id.endswith(".run")} == {
+            model_task_id(settings, m) for m in models
+        }
+        for model in models:  # every model's task reports after the one build, never beside it
+            assert producer.task_id in pipeline.get_task(model_task_id(settings, model)).get_flat_relative_ids(
+                upstream=True
+            )
+        writers.add(producer.task_id)
+    else:
+        writers |= {t.task_id for t in pipeline.tasks if t.task_id.startswith("dbt.")}
+        assert {t.task_id for t in pipeline.tasks if t.task_id.endswith("_model_build")} == {
+            model_task_id(settings, m) for m in models
+        }
+    assert {t.task_id for t in pipeline.tasks if t.pool == WAREHOUSE_POOL} == writers
     from orchestration.assets import MARTS
 
     training = bag.dags["train_and_promote"]
@@ -76,7 +98,7 @@ def test_dags_test_runs_the_month_and_a_champion_follows(pipeline_home: Settings
     af.dags_test(settings, "flights_monthly", "2013-03-01")
     states = af.task_states(settings, "flights_monthly")
     for model in _dbt_models(settings):
-        assert states.get(f"dbt.{model}_model_build") == "success", model
+        assert states.get(model_task_id(settings, model)) == "success", model
     assert set(states.values()) == {"success"}, states
     first = mart_fingerprints(settings)
     training = mart_relations(settings)["training_flights"]
@@ -103,8 +125,12 @@ def test_dags_test_runs_the_month_and_a_champion_follows(pipeline_home: Settings
 def test_backfill_of_three_months_equals_one_run(
     pipeline_home: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """`airflow backfill create` Jan-Mar under a real scheduler = one run over Jan-Mar (pipeline_home)."""
-    settings = _home(tmp_path_factory, "backfill")
+    """`airflow backfill create` Jan-Mar under a real scheduler = one run over Jan-Mar (pipeline_home).
+
+    The backfill runs dbt in Cosmos's local mode (a dbt build per model task),
+    pipeline_home in watcher mode (one build): the marts must agree all the same.
+    """
+    settings = _home(tmp_path_factory, "backfill", airflow_dbt_mode="local")
     with af.standalone(settings):
         af.airflow(settings, "dags", "pause", "train_and_promote")  # only the marts are compared here
         af.airflow(settings, "dags", "unpause", "flights_monthly")
