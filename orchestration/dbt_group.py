@@ -106,6 +106,7 @@ def _report_after_build(group: Any) -> None:
     tasks = {task.task_id: task for task in group.iter_tasks()}
     producer = tasks.pop(f"{group.group_id}.{PRODUCER_WATCHER_TASK_ID}")
     producer.retries = 0  # Cosmos skips a retried producer rather than build twice
+    producer.tests_per_model = _one_owner_per_test(producer.tests_per_model, group.dbt_graph.filtered_nodes)
     tasks.pop(f"{group.group_id}.{PRODUCER_WATCHER_DONE_TASK_ID}", None)
     for task in tasks.values():
         task.pool = "default_pool"
@@ -113,3 +114,40 @@ def _report_after_build(group: Any) -> None:
         if not task.upstream_task_ids & tasks.keys():
             producer >> task
             task.trigger_rule = TriggerRule.ALL_DONE
+
+
+def _one_owner_per_test(tests_per_model: dict[str, list[str]], nodes: dict[str, Any]) -> dict[str, list[str]]:
+    """Report a test that reads several models with the one that builds last.
+
+    Cosmos files a test under every model it reads, and counts a test dbt
+    skipped as failed. ``assert_features_precede_departure`` reads
+    ``stg_nycflights__flights`` and ``training_flights``: when anything upstream
+    of the mart fails, dbt skips the test and the *staging* model's test task
+    would turn red, hiding the real failure downstream of it. Filed only under
+    the model that depends on all the others (``training_flights``), it is
+    reported where dbt runs it. A test between peers (two staging models) stays
+    with both.
+    """
+
+    def ancestors(uid: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(nodes[uid].depends_on) if uid in nodes else []
+        while stack:
+            parent = stack.pop()
+            if parent not in seen:
+                seen.add(parent)
+                stack.extend(nodes[parent].depends_on if parent in nodes else [])
+        return seen
+
+    models_of: dict[str, list[str]] = {}
+    for model, tests in tests_per_model.items():
+        for test in tests:
+            models_of.setdefault(test, []).append(model)
+    owned = {model: list(tests) for model, tests in tests_per_model.items()}
+    for test, models in models_of.items():
+        last = [m for m in models if set(models) - {m} <= ancestors(m)]
+        if len(models) > 1 and len(last) == 1:
+            for model in models:
+                if model != last[0]:
+                    owned[model].remove(test)
+    return owned

@@ -138,3 +138,31 @@ def test_backfill_of_three_months_equals_one_run(
         runs = af.wait_for_runs(settings, "flights_monthly", 3)
     assert sorted(r["logical_date"][:7] for r in runs) == ["2013-01", "2013-02", "2013-03"]
     assert mart_fingerprints(settings) == mart_fingerprints(pipeline_home)
+
+
+def test_a_failing_test_turns_its_models_task_red(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Watcher mode: one dbt build, yet the failure shows on the model whose test failed; downstream never runs."""
+    import shutil
+
+    project = tmp_path_factory.mktemp("broken") / "dbt_project"
+    shutil.copytree(
+        Settings().dbt_project_dir, project, ignore=shutil.ignore_patterns("logs", "target", "dbt_packages")
+    )
+    (project / "tests" / "routes_are_never_fine.sql").write_text(
+        "-- a singular test that always fails, on one model\nselect * from {{ ref('int_routes') }} limit 1\n"
+    )
+    settings = _home(tmp_path_factory, "broken-home", dbt_project_dir=project)
+    ingest_month(settings, "2013-01")
+    af.prepare(settings)
+    af.airflow(settings, "dags", "test", "flights_monthly", "2013-01-01", check=False)
+    runs = af._json(af.airflow(settings, "dags", "list-runs", "flights_monthly", "--output", "json"))
+    assert [run["state"] for run in runs] == ["failed"]
+    states = af.task_states(settings, "flights_monthly")
+    assert states["dbt.dbt_producer_watcher"] == "failed"
+    assert states[model_task_id(settings, "int_routes")] == "success"  # the model built; its test failed
+    assert states["dbt.int_routes.test"] == "failed"
+    assert states[model_task_id(settings, "stg_nycflights__flights")] == "success"
+    # Its tests too: the one that also reads training_flights (skipped by dbt) is reported with that mart.
+    assert states["dbt.stg_nycflights__flights.test"] == "success"
+    assert states[model_task_id(settings, "online_airports")] == "upstream_failed"  # downstream of int_routes
+    assert states["marts_refreshed"] == "upstream_failed"
