@@ -4,9 +4,10 @@ Prints, in one run, for the flights table at x1 (336,776 rows) and x10 (every
 row drawn ten times, 3,367,760 rows):
 
 - write path: rows/s of writing the same typed Arrow table as Iceberg data files
-  plus one snapshot commit (the loader's own writer) against
-  ``pyarrow.parquet.write_table`` with the same codec (zstd); best of N,
-  alternating, in one process. Goal: Iceberg >= 0.8x Parquet.
+  (one or more per month) plus one snapshot commit, by the loader's own writer,
+  which encodes files on two threads, against one ``pyarrow.parquet.write_table``
+  call (one thread) with the same codec (zstd); best of N, alternating, in one
+  process. Goal: Iceberg >= 0.8x Parquet.
 - end to end: rows/s and peak RSS of ``lab ingest`` (CSV parse, validation,
   Iceberg write, commit), streaming in bounded batches. Goal: peak memory flat
   as the input grows (x10 peak <= 1.5x the x1 peak).

@@ -15,22 +15,30 @@ import logging
 import random
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
-from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
-from pyiceberg.manifest import DataFile, ManifestContent
+from pyiceberg.io.pyarrow import (
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent
 from pyiceberg.partitioning import PartitionField, PartitionFieldValue, PartitionKey, PartitionSpec
-from pyiceberg.schema import Schema
-from pyiceberg.table import Table, WriteTask
+from pyiceberg.schema import Schema, sanitize_column_names
+from pyiceberg.table import Table, TableProperties
+from pyiceberg.table.locations import load_location_provider
 from pyiceberg.transforms import MonthTransform
+from pyiceberg.typedef import Record
 from pyiceberg.types import (
     BooleanType,
     DateType,
@@ -42,6 +50,7 @@ from pyiceberg.types import (
     StringType,
     TimestamptzType,
 )
+from pyiceberg.utils.properties import property_as_int
 
 from ingestion.declarations import SourceDeclaration
 from ingestion.errors import BadRowsError, LabError, SchemaMismatchError
@@ -63,6 +72,8 @@ ICEBERG_TYPES: dict[str, IcebergType] = {
 LINEAGE_COLUMNS = ("_source_file", "_source_checksum", "_load_id", "_loaded_at")
 QUARANTINE_TABLE = "quarantine"
 UNKNOWN_PARTITION = ""  # quarantined rows whose partition value itself is unreadable
+# Data files encode in parallel on this many threads (pyarrow releases the GIL while it encodes).
+WRITE_THREADS = 2
 
 ProgressFn = Callable[[int], None]
 
@@ -192,9 +203,9 @@ def _evolve_schema(table: Table, new_columns: list[str], files: str) -> Table:
 
 def _project(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Shape a batch exactly like the Iceberg table: same columns, order and types."""
+    present = set(table.column_names)  # a list rebuilt on every access; once per batch here
     arrays = [
-        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-        for f in schema
+        table.column(f.name).cast(f.type) if f.name in present else pa.nulls(table.num_rows, f.type) for f in schema
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -237,7 +248,7 @@ def _commit_with_retry(
                     files.delete_data_file(data_file)
                 for data_file in add:
                     files.append_data_file(data_file)
-            return load_table(), attempt
+            return table, attempt  # the commit updated it in place: no need to read it back
         except (CommitFailedException, ValidationException):
             if attempt > retries:
                 raise
@@ -248,76 +259,104 @@ def _commit_with_retry(
 
 
 class _DataFileWriter:
-    """Buffers typed rows and writes them as Iceberg data files of bounded size."""
+    """Buffers typed rows per month and writes them as Iceberg data files of bounded size.
+
+    Files are Parquet written exactly as pyiceberg's ``write_file`` would (the
+    table's writer properties, field ids in the file schema, column statistics
+    from the file footer) but on a small thread pool, so encoding runs on other
+    cores while the caller parses the next batch. Memory stays bounded: at most
+    ``target_rows`` rows wait in the buffer and at most ``2 * target_rows`` are
+    being written (``add`` waits for the oldest files beyond that).
+    """
 
     def __init__(self, table: Table, target_rows: int) -> None:
         self.table = table
         self.schema = table.schema().as_arrow()
         self.target_rows = target_rows
-        self.write_uuid = uuid.uuid4()
-        self.counter = itertools.count()
-        self.buffer: list[pa.Table] = []
-        self.buffered = 0
+        self.max_writing_rows = 2 * target_rows
         self.files: list[DataFile] = []
+        self._format = _ParquetDataFiles(table)
+        self._buffers: dict[int | None, list[_Rows]] = {}
+        self._buffered = 0
+        self._writing: deque[tuple[int, Future[DataFile]]] = deque()
+        self._writing_rows = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._task_ids = itertools.count()
 
     def add(self, rows: pa.Table) -> None:
-        if rows.num_rows:
-            self.buffer.append(_project(rows, self.schema))
-            self.buffered += rows.num_rows
-        if self.buffered >= self.target_rows:
-            self.flush()
+        # Slicing keeps every file at most about target_rows, even for one huge table.
+        for offset in range(0, rows.num_rows, self.target_rows):
+            for month, part in self._partitions(_project(rows.slice(offset, self.target_rows), self.schema)):
+                self._buffers.setdefault(month, []).append(part)
+            self._buffered += min(rows.num_rows - offset, self.target_rows)
+            if self._buffered >= self.target_rows:
+                self._write_buffered()
 
     def flush(self) -> None:
-        if not self.buffered:
-            return
-        chunk = pa.concat_tables(self.buffer)
-        self.buffer, self.buffered = [], 0
-        metadata = self.table.metadata
-        task_schema = pyarrow_to_schema(
-            chunk.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
-        )
-        target_bytes = int(metadata.properties.get("write.target-file-size-bytes", 512 * 1024 * 1024))
-        tasks = (
-            WriteTask(
-                write_uuid=self.write_uuid,
-                task_id=next(self.counter),
-                schema=task_schema,
-                record_batches=batches,
-                partition_key=key,
-            )
-            for key, part in self._partitions(chunk)
-            for batches in bin_pack_arrow_table(part, target_bytes)
-        )
-        self.files.extend(write_file(io=self.table.io, table_metadata=metadata, tasks=tasks))
+        """Write whatever is buffered and wait until every file is complete."""
+        self._write_buffered()
+        while self._writing:
+            self._finish_oldest()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
-    def _partitions(self, chunk: pa.Table) -> list[tuple[PartitionKey | None, pa.Table]]:
-        """Split a chunk into its months in one pass.
+    def _write_buffered(self) -> None:
+        for month, parts in self._buffers.items():
+            count = sum(part.count for part in parts)
+            while self._writing and self._writing_rows + count > self.max_writing_rows:
+                self._finish_oldest()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="iceberg-write")
+            future = self._pool.submit(self._write_file, next(self._task_ids), month, parts)
+            self._writing.append((count, future))
+            self._writing_rows += count
+        self._buffers, self._buffered = {}, 0
 
-        pyiceberg's own splitter filters the whole chunk once per partition
-        (partitions x rows); sources arrive in time order, so sorting is usually a
-        no-op and each month is one contiguous slice.
+    def _write_file(self, task_id: int, month: int | None, parts: list[_Rows]) -> DataFile:
+        """On a writer thread: gather one month's rows, then write them as one file."""
+        rows = pa.concat_tables([part.rows if part.mask is None else part.rows.filter(part.mask) for part in parts])
+        return self._format.write(task_id, month, rows)
+
+    def _finish_oldest(self) -> None:
+        count, future = self._writing.popleft()
+        self._writing_rows -= count
+        self.files.append(future.result())
+
+    def _partitions(self, rows: pa.Table) -> list[tuple[int | None, _Rows]]:
+        """Which months a batch holds (None: the table is unpartitioned), and its rows of each.
+
+        A batch nearly always falls in one month: its earliest and latest values
+        show that without a month per row, and it is kept whole. One that straddles
+        a month boundary gets a row mask per month; the copying filter runs later,
+        on a writer thread.
         """
-        spec = self.table.spec()
-        if spec.is_unpartitioned():
-            return [(None, chunk)]
-        schema = self.table.schema()
-        field = spec.fields[0]  # declarations allow exactly one: month(<timestamp column>)
-        months = _month_of(chunk.column(schema.find_column_name(field.source_id)))
-        if len(months) > 1 and not pc.all(pc.greater_equal(months[1:], months[:-1])).as_py():
-            order = pc.sort_indices(months)
-            chunk, months = chunk.take(order), months.take(order)
-        out: list[tuple[PartitionKey | None, pa.Table]] = []
-        offset = 0
-        for run in pc.value_counts(months).to_pylist():
-            key = PartitionKey(
-                field_values=[PartitionFieldValue(field=field, value=run["values"])], partition_spec=spec, schema=schema
-            )
-            out.append((key, chunk.slice(offset, run["counts"])))
-            offset += run["counts"]
+        column = self._format.partition_column
+        if column is None or not rows.num_rows:
+            return [(None, _Rows(rows, rows.num_rows))]
+        values = rows.column(column)
+        if not values.null_count:
+            bounds = pc.min_max(values)
+            first, last = _month_of(pa.array([bounds["min"].as_py(), bounds["max"].as_py()], values.type)).to_pylist()
+            if first == last:
+                return [(first, _Rows(rows, rows.num_rows))]
+        months = _month_of(values)
+        out = []
+        for month in pc.unique(months).to_pylist():
+            mask = pc.is_null(months) if month is None else pc.equal(months, month)
+            out.append((month, _Rows(rows, pc.sum(mask).as_py(), mask)))
         return out
 
     def discard(self) -> None:
         """Best-effort removal of written files when the load is abandoned."""
+        while self._writing:
+            try:
+                self._finish_oldest()
+            except Exception:  # the load is failing anyway; remove what did get written
+                log.warning("a data file write failed while discarding", exc_info=True)
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         for data_file in self.files:
             try:
                 self.table.io.delete(data_file.file_path)
@@ -326,7 +365,118 @@ class _DataFileWriter:
         self.files = []
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """Buffered rows of one month: a whole batch, or the rows of a batch under ``mask``."""
+
+    rows: pa.Table
+    count: int
+    mask: pa.ChunkedArray | pa.Array | None = None
+
+
+class _ParquetDataFiles:
+    """Writes one partition's rows as one Parquet data file of a table and describes it.
+
+    Everything that depends only on the table (file schema, writer options,
+    statistics plan, file locations) is worked out once, not once per file.
+    Thread-safe: ``write`` only reads this object.
+    """
+
+    def __init__(self, table: Table) -> None:
+        metadata = table.metadata
+        file_format = metadata.properties.get(TableProperties.WRITE_FILE_FORMAT, "parquet")
+        if file_format.lower() != "parquet":
+            raise LabError(f"{table.name()}: the loader writes Parquet data files, not {file_format}")
+        schema = table.schema()
+        # pyiceberg names Parquet columns after the sanitised schema (field ids stay the same).
+        file_schema = sanitize_column_names(schema)
+        self.io = table.io
+        self.spec = table.spec()
+        self.schema = schema
+        self.spec_id = metadata.default_spec_id
+        self.arrow_schema = file_schema.as_arrow()  # carries the PARQUET:field_id of every column
+        self.options = _parquet_writer_options(metadata.properties)
+        self.row_group_rows = property_as_int(
+            metadata.properties,
+            TableProperties.PARQUET_ROW_GROUP_LIMIT,
+            TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
+        )
+        self.stats_plan = compute_statistics_plan(file_schema, metadata.properties)
+        self.column_ids = parquet_path_to_id_mapping(file_schema)
+        self.locations = load_location_provider(metadata.location, metadata.properties)
+        self.write_uuid = uuid.uuid4()
+        self.partition_column: str | None = None
+        if not self.spec.is_unpartitioned():
+            # Declarations allow exactly one partition field: month(<timestamp column>).
+            self.partition_column = schema.find_column_name(self.spec.fields[0].source_id)
+
+    def write(self, task_id: int, month: int | None, rows: pa.Table) -> DataFile:
+        key = self._partition_key(month)
+        # pyiceberg's WriteTask naming: unique per (load, task).
+        name = f"00000-{task_id}-{self.write_uuid}.parquet"
+        path = self.locations.new_data_location(data_file_name=name, partition_key=key)
+        output = self.io.new_output(path)
+        # The writer closes (writing the footer) before the stream does.
+        with (
+            output.create(overwrite=True) as stream,
+            pq.ParquetWriter(stream, self.arrow_schema, **self.options) as writer,
+        ):
+            named = pa.Table.from_arrays(rows.columns, schema=self.arrow_schema)  # the sanitised names
+            writer.write_table(named, row_group_size=self.row_group_rows)
+        # The footer pyarrow just wrote: the same source pyiceberg reads its statistics from.
+        footer = writer.writer.metadata
+        statistics = data_file_statistics_from_parquet_metadata(footer, self.stats_plan, self.column_ids)
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=path,
+            file_format=FileFormat.PARQUET,
+            partition=key.partition if key else Record(),
+            file_size_in_bytes=len(output),
+            sort_order_id=None,
+            spec_id=self.spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
+        )
+
+    def _partition_key(self, month: int | None) -> PartitionKey | None:
+        if self.partition_column is None:
+            return None
+        value = PartitionFieldValue(field=self.spec.fields[0], value=month)
+        return PartitionKey(field_values=[value], partition_spec=self.spec, schema=self.schema)
+
+
+def _parquet_writer_options(properties: dict[str, str]) -> dict[str, object]:
+    """pyarrow ParquetWriter options from the table's ``write.parquet.*`` properties.
+
+    The same properties and defaults pyiceberg's own writer applies (zstd at the
+    codec's default level, 1 MiB pages, 2 MiB dictionary pages, 20,000-row pages).
+    """
+    codec = properties.get(TableProperties.PARQUET_COMPRESSION, TableProperties.PARQUET_COMPRESSION_DEFAULT)
+    return {
+        "compression": "none" if codec == "uncompressed" else codec,
+        "compression_level": property_as_int(
+            properties, TableProperties.PARQUET_COMPRESSION_LEVEL, TableProperties.PARQUET_COMPRESSION_LEVEL_DEFAULT
+        ),
+        "data_page_size": property_as_int(
+            properties, TableProperties.PARQUET_PAGE_SIZE_BYTES, TableProperties.PARQUET_PAGE_SIZE_BYTES_DEFAULT
+        ),
+        "dictionary_pagesize_limit": property_as_int(
+            properties, TableProperties.PARQUET_DICT_SIZE_BYTES, TableProperties.PARQUET_DICT_SIZE_BYTES_DEFAULT
+        ),
+        "write_batch_size": property_as_int(
+            properties, TableProperties.PARQUET_PAGE_ROW_LIMIT, TableProperties.PARQUET_PAGE_ROW_LIMIT_DEFAULT
+        ),
+        "store_decimal_as_integer": True,
+    }
+
+
 def _month_of(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Iceberg's month transform: months since 1970-01, of the UTC time for timestamps."""
+    if pa.types.is_timestamp(values.type) and values.type.tz is not None:
+        # Arrow keeps instants in UTC whatever the zone; reading them zone-less gives
+        # the UTC calendar month the transform wants, without a zone lookup per value.
+        values = values.cast(pa.timestamp(values.type.unit))
     return pc.add(pc.multiply(pc.subtract(pc.year(values), 1970), 12), pc.subtract(pc.month(values), 1))
 
 
@@ -400,11 +550,12 @@ def ingest(
     rows_read = 0
     try:
         for landed_file in landed:
+            # Typed like the table's columns, so repeating them needs no conversion per row.
             lineage = {
-                "_source_file": landed_file.uri,
-                "_source_checksum": landed_file.sha256,
-                "_load_id": load_id,
-                "_loaded_at": loaded_at,
+                "_source_file": pa.scalar(landed_file.uri, pa.large_string()),
+                "_source_checksum": pa.scalar(landed_file.sha256, pa.large_string()),
+                "_load_id": pa.scalar(load_id, pa.large_string()),
+                "_loaded_at": pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")),
             }
             with store.open(landed_file.uri) as handle:
                 for raw in read_batches(handle, landed_file.name, decl.format, settings.batch_rows):
@@ -441,7 +592,7 @@ def ingest(
                         )
                     if good.num_rows:
                         for name, value in lineage.items():
-                            good = good.append_column(name, pa.array([value] * good.num_rows))
+                            good = good.append_column(name, pa.repeat(value, good.num_rows))
                         if decl.mode == "upsert":
                             merged_rows.append(good)
                         else:

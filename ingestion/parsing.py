@@ -96,10 +96,13 @@ def read_batches(handle: IO[bytes], name: str, fmt: str, batch_rows: int) -> Ite
 
 def _csv_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
     header = read_header_from_csv(stream)
-    # Small blocks keep the threaded reader's read-ahead small: with 52 MiB blocks
-    # its peak Arrow memory grew 4.6x from x1 to x10 input, with 4 MiB it stays flat
-    # (41 MiB at both sizes; bench/ingest.py).
-    read = pacsv.ReadOptions(column_names=header, block_size=4 << 20)
+    # The block size bounds the reader's read-ahead: Arrow's streaming reader queues
+    # up to 32 blocks ahead of a slow consumer (not configurable). With 4 MiB blocks
+    # that is 128 MiB, more than the whole x1 file (30 MiB): its peak Arrow memory was
+    # 60 MiB at x1 and 183 MiB at x10 (reading and typing, bench/ingest.py's input).
+    # With 1 MiB blocks (~11k rows a batch) the read-ahead stays under 32 MiB: 37 MiB
+    # at x1, 46 MiB at x10, and no slower.
+    read = pacsv.ReadOptions(column_names=header, block_size=1 << 20)
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header},
         strings_can_be_null=False,  # keep the raw text; null tokens are decided later

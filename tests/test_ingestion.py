@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import csv
+import random
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
 
 from ingestion.declarations import SourceDeclaration, load_declarations
 from ingestion.errors import BadRowsError, DeclarationError, LabError, SchemaMismatchError
-from ingestion.loader import content_checksum, ingest
+from ingestion.loader import (
+    _commit_with_retry,
+    _data_files_in,
+    _DataFileWriter,
+    _ensure_table,
+    _evolve_schema,
+    _project,
+    content_checksum,
+    ingest,
+)
 from ingestion.status import lake_status, quarantined_rows
 from ingestion.storage import ObjectStore, open_catalog
 from lab.settings import Settings
@@ -248,3 +264,119 @@ def test_upsert_replaces_rows_by_key(any_settings: Settings) -> None:
     assert rows.column("code").to_pylist() == ["AA", "DL", "UA"]
     assert rows.column("name").to_pylist() == ["American", "Delta", "United Airlines"]
     assert pc.count_distinct(rows.column("_source_checksum")).as_py() == 2
+
+
+def _events_rows(count: int) -> pa.Table:
+    """Rows over three months in no particular order, with nulls and a NaN."""
+    rng = random.Random(7)
+    stamps = [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=rng.randrange(24 * 85)) for _ in range(count)]
+    amounts = [None if i % 11 == 0 else float("nan") if i == 5 else rng.uniform(-50, 50) for i in range(count)]
+    return pa.table(
+        {
+            "event_id": pa.array(range(count), pa.int64()),
+            "kind": pa.array([rng.choice(["click", "view", "buy", None]) for _ in range(count)], pa.large_string()),
+            "amount": pa.array(amounts, pa.float64()),
+            "happened_at": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+            "sales channel": pa.array([f"web-{i % 3}" for i in range(count)], pa.large_string()),
+        }
+    )
+
+
+def _files_by_month(table: Table) -> dict[int, list[DataFile]]:
+    files: dict[int, list[DataFile]] = {}
+    for data_file in _data_files_in(table, None):
+        files.setdefault(data_file.partition[0], []).append(data_file)
+    return files
+
+
+def _column_chunks(parquet: pq.ParquetFile) -> list[pq.ColumnChunkMetaData]:
+    meta = parquet.metadata
+    return [meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)]
+
+
+def test_data_files_match_pyiceberg_writer(local_settings: Settings) -> None:
+    """The loader's writer makes the files pyiceberg's own would: schema, partitions, statistics."""
+    decl = events_source(local_settings, GOOD_ROWS)
+    catalog = open_catalog(local_settings)
+    rows = _events_rows(600)
+    tables = {}
+    for name in ("ours", "reference"):
+        table = _ensure_table(catalog, f"raw.events_{name}", decl)
+        # A name Avro cannot hold: pyiceberg writes it sanitised into the Parquet schema.
+        tables[name] = _evolve_schema(table, ["sales channel"], "test")
+    ours, reference = (catalog.load_table(f"raw.events_{n}") for n in tables)
+    reference.append(_project(rows, reference.schema().as_arrow()))
+
+    writer = _DataFileWriter(ours, target_rows=1_000)  # one file per month, like the reference
+    for batch in rows.to_batches(max_chunksize=70):  # batches straddle months
+        writer.add(pa.Table.from_batches([batch]))
+    writer.flush()
+    ours, _ = _commit_with_retry(lambda: catalog.load_table("raw.events_ours"), lambda _t: ([], writer.files), {}, 0)
+
+    mine, theirs = _files_by_month(ours), _files_by_month(reference)
+    assert sorted(mine) == sorted(theirs) == [648, 649, 650]  # 2024-01 .. 2024-03
+    for month, (data_file,) in mine.items():
+        (expected,) = theirs[month]
+        for attribute in (
+            "record_count",
+            "column_sizes",
+            "value_counts",
+            "null_value_counts",
+            "nan_value_counts",
+            "lower_bounds",
+            "upper_bounds",
+            "split_offsets",
+            "spec_id",
+        ):
+            assert getattr(data_file, attribute) == getattr(expected, attribute), (month, attribute)
+        path = data_file.file_path.removeprefix("file://")
+        assert data_file.file_size_in_bytes == Path(path).stat().st_size
+        mine_parquet, theirs_parquet = pq.ParquetFile(path), pq.ParquetFile(expected.file_path.removeprefix("file://"))
+        assert mine_parquet.schema_arrow.equals(theirs_parquet.schema_arrow, check_metadata=True)  # field ids
+        assert "sales_x20channel" in mine_parquet.schema_arrow.names
+        layout = [(c.path_in_schema, c.compression, c.encodings) for c in _column_chunks(mine_parquet)]
+        assert layout == [(c.path_in_schema, c.compression, c.encodings) for c in _column_chunks(theirs_parquet)]
+
+    def read_back(table: Table) -> pa.Table:
+        data = table.scan().to_arrow().sort_by("event_id")
+        return data.set_column(2, "amount", data.column("amount").cast(pa.string()))  # NaN == NaN as text
+
+    assert read_back(ours).equals(read_back(reference))
+    assert ours.scan(row_filter="happened_at >= '2024-02-01T00:00:00+00:00'").count() == sum(
+        f.record_count for m in (649, 650) for f in mine[m]
+    )
+    files = [f.file_path.removeprefix("file://") for fs in mine.values() for f in fs]
+    count, ids = duckdb.sql(f"select count(*), sum(event_id) from read_parquet({files})").fetchone()  # type: ignore[misc]
+    assert (count, ids) == (600, sum(range(600)))
+
+
+def test_data_files_stay_small_and_in_their_month(local_settings: Settings) -> None:
+    """Small targets give many files, each of one month, every row written exactly once."""
+    decl = events_source(local_settings, GOOD_ROWS)
+    table = _ensure_table(open_catalog(local_settings), "raw.events", decl)
+    rows = _events_rows(500)
+    writer = _DataFileWriter(table, target_rows=40)
+    for batch in rows.to_batches(max_chunksize=33):
+        writer.add(pa.Table.from_batches([batch]))
+    writer.add(rows.slice(0, 0))
+    writer.flush()
+    assert sum(f.record_count for f in writer.files) == 500
+    assert max(f.record_count for f in writer.files) <= 40 + 33
+    for data_file in writer.files:
+        data = pq.read_table(data_file.file_path.removeprefix("file://"))
+        months = {(t.year - 1970) * 12 + t.month - 1 for t in data.column("happened_at").to_pylist()}
+        assert months == {data_file.partition[0]}
+    ids = pa.concat_tables(pq.read_table(f.file_path.removeprefix("file://")) for f in writer.files)
+    assert sorted(ids.column("event_id").to_pylist()) == list(range(500))
+
+
+def test_discard_removes_files_still_being_written(local_settings: Settings) -> None:
+    """An abandoned load waits for the writer threads, then leaves no data file behind."""
+    decl = events_source(local_settings, GOOD_ROWS)
+    table = _ensure_table(open_catalog(local_settings), "raw.events", decl)
+    writer = _DataFileWriter(table, target_rows=25)
+    for batch in _events_rows(400).to_batches(max_chunksize=50):
+        writer.add(pa.Table.from_batches([batch]))  # files are being written meanwhile
+    writer.discard()
+    data_dir = Path(local_settings.warehouse_uri.removeprefix("file://")) / "raw" / "events" / "data"
+    assert not list(data_dir.rglob("*.parquet"))
