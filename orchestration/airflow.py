@@ -78,12 +78,7 @@ def prepare(settings: Settings) -> None:
         password = settings.airflow_admin_password.get_secret_value()
         passwords_file(settings).write_text(json.dumps({ADMIN_USER: password}))
     ensure_manifest(settings)  # the DAG files render the dbt graph from it
-    config = settings.airflow_home / "config"  # on sys.path of every Airflow process
-    config.mkdir(exist_ok=True)
-    (config / "airflow_local_settings.py").write_text(
-        "# Written by orchestration/airflow.py: see orchestration/warm_start.py.\n"
-        "from orchestration.warm_start import warm\n\nwarm()\n__all__: list[str] = []\n"
-    )
+    write_local_settings(settings)
     airflow(settings, "db", "migrate")
     # DuckDB admits one writing process: every task that opens the file queues here.
     slots = "1" if settings.dbt_target == "duckdb" else "4"
@@ -92,6 +87,17 @@ def prepare(settings: Settings) -> None:
     errors = _json(airflow(settings, "dags", "list-import-errors", "--output", "json"))
     if errors:
         raise LabError(f"DAG import errors: {errors}")
+
+
+def write_local_settings(settings: Settings) -> None:
+    """The ``airflow_local_settings.py`` every Airflow process imports: it warms the scheduler."""
+    assert settings.airflow_home is not None
+    config = settings.airflow_home / "config"  # on sys.path of every Airflow process
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "airflow_local_settings.py").write_text(
+        "# Written by orchestration/airflow.py: see orchestration/warm_start.py.\n"
+        "from orchestration.warm_start import warm\n\nwarm()\n__all__: list[str] = []\n"
+    )
 
 
 def dags_test(settings: Settings, dag_id: str, logical_date: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -43,7 +43,7 @@ def publish_lake(settings: Settings) -> dict[str, Any]:
     return {table.name: {"snapshot_id": str(table.snapshot_id), "rows": table.rows} for table in publish(settings)}
 
 
-def _import_skops_quietly() -> None:
+def import_skops_quietly() -> None:
     """Import skops.io with Airflow's deprecated-import warnings off.
 
     At import, skops looks up the module of every scipy ufunc by scanning all of
@@ -67,7 +67,7 @@ def train_challenger(settings: Settings) -> dict[str, Any]:
     """Train on the training mart, log the MLflow run, register the challenger."""
     from ml.train import train
 
-    _import_skops_quietly()
+    import_skops_quietly()
 
     result = train(settings, "gbm")
     return {"run_id": result.run_id, "version": result.model_version, "metrics": result.metrics}
@@ -77,7 +77,7 @@ def promote_challenger(settings: Settings, version: str) -> dict[str, Any]:
     """The promotion gate: champion only if better by the configured margin."""
     from ml.registry import promote
 
-    _import_skops_quietly()  # the gate loads both models
+    import_skops_quietly()  # the gate loads both models
     decision = promote(settings, version)
     return {
         "promoted": decision.promoted,

@@ -83,6 +83,33 @@ def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monk
     assert training.timetable.asset_condition.objects == (MARTS,)  # scheduled by the marts asset
 
 
+@pytest.mark.parametrize("component", ["scheduler", "api-server"])
+def test_only_the_scheduler_starts_warm(component: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Airflow's own start-up runs the local settings `lab` writes: the scheduler imports what tasks need, quietly."""
+    import json
+    import subprocess
+    import sys
+
+    from orchestration.warm_start import DAG_PARSING, TASKS
+
+    settings = _home(tmp_path_factory, "warm")
+    af.write_local_settings(settings)
+    wanted = [*DAG_PARSING, *TASKS, "skops.io"]
+    probe = (
+        f"import sys; sys.argv = ['airflow', {component!r}]; import airflow.configuration, json; "
+        f"print(json.dumps([m for m in {wanted!r} if m in sys.modules]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env=af.env(settings), capture_output=True, text=True, check=True
+    )
+    imported = json.loads(proc.stdout.splitlines()[-1])
+    if component == "scheduler":
+        assert imported == wanted
+    else:  # Airflow itself may load Cosmos (a provider); the tasks' libraries stay out
+        assert not set(imported) & {*TASKS, "skops.io"}, imported
+    assert "DeprecatedImportWarning" not in proc.stderr  # skops' module scan stayed quiet
+
+
 @pytest.fixture(scope="module")
 def pipeline_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """January and February in the lake (as earlier runs left it); March through `airflow dags test`."""
