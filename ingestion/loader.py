@@ -15,6 +15,7 @@ import logging
 import random
 import time
 import uuid
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -722,6 +723,22 @@ def _write_quarantine(
     elif partition is not None:
         condition = And(condition, In("partition", {partition, UNKNOWN_PARTITION}))
     props = {"lab.load-id": load_id, "lab.source": decl.name, "lab.partition": partition or "*"}
+    with warnings.catch_warnings():
+        # An empty slice to replace is the usual case (a clean load); pyiceberg warns on it.
+        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+        _replace_slice(catalog, settings, name, table, condition, rows, props)
+
+
+def _replace_slice(
+    catalog,  # type: ignore[no-untyped-def]
+    settings: Settings,
+    name: str,
+    table: Table,
+    condition: BooleanExpression,
+    rows: list[dict[str, object]],
+    props: dict[str, str],
+) -> None:
+    """Overwrite the quarantine slice with ``rows`` (or delete it), retrying commit conflicts."""
     if rows:
         data = pa.Table.from_pylist(rows, schema=table.schema().as_arrow())
         for attempt in range(settings.commit_retries + 1):
