@@ -80,6 +80,8 @@ def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> 
             # it is reported with its model's tests.
             should_detach_multiple_parents_tests=not watcher,
             emit_datasets=False,
+            # Exposures (the model, the API) document consumers; nothing runs for them.
+            exclude=["resource_type:exposure"],
         ),
         operator_args={"vars": {"month": MONTH}, "pool": WAREHOUSE_POOL, "install_deps": False},
         **kwargs,
