@@ -15,7 +15,8 @@ state a monthly run finds):
   and local modes (``orchestration/dbt_group.py``), timed from
   the monthly run's start to the training run's end by Airflow's own run
   records, and also from this script's trigger CLI to its polling seeing both
-  runs succeed.
+  runs succeed; then where that span went, step by step (the wait before each
+  step is scheduling: the scheduler noticing, queueing, forking the task).
 
 Both start from copies of the same home. Goal: Airflow <= 1.5x of ``lab``
 (Cosmos's docs show local mode at 4.5-6x a plain ``dbt build``).
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,8 +109,6 @@ def airflow_scheduled(settings: Settings) -> tuple[float, float]:
     its own costs. The wall time adds this script's ``airflow dags trigger``
     (a CLI process, ~5 s) and its 5 s polling.
     """
-    from datetime import datetime
-
     print(
         f"Airflow, scheduled run under `airflow standalone` (LocalExecutor), Cosmos {settings.airflow_dbt_mode} mode:"
     )
@@ -124,9 +124,35 @@ def airflow_scheduled(settings: Settings) -> tuple[float, float]:
         wall = timed("trigger -> flights_monthly -> asset -> train_and_promote", month_and_training)
         first = af.wait_for_runs(settings, "flights_monthly", 1)[0]
         last = af.wait_for_runs(settings, "train_and_promote", 1)[0]
+        tasks = af.task_runs(settings, "flights_monthly") + af.task_runs(settings, "train_and_promote")
     span = (datetime.fromisoformat(last["end_date"]) - datetime.fromisoformat(first["start_date"])).total_seconds()
     print(f"  {'run start -> training run end (run records)':<52} {span:7.1f} s")
+    print_breakdown(tasks, datetime.fromisoformat(first["start_date"]))
     return span, wall
+
+
+def print_breakdown(tasks: list[dict[str, str]], run_start: datetime) -> None:
+    """Where the span went: each step's start (and the wait before it) and its run time.
+
+    The dbt group's per-model tasks (watcher: reporting; local: one build each)
+    are one line; the watcher producer, the one ``dbt build``, is its own.
+    """
+
+    def at(row: dict[str, str], key: str) -> float:
+        return (datetime.fromisoformat(row[key]) - run_start).total_seconds()
+
+    def grouped(task_id: str) -> bool:
+        return task_id.startswith("dbt.") and task_id != "dbt.dbt_producer_watcher"
+
+    steps = [(r["task_id"], at(r, "start_date"), at(r, "end_date")) for r in tasks if not grouped(r["task_id"])]
+    models = [r for r in tasks if grouped(r["task_id"])]
+    if models:
+        name = f"dbt model tasks ({len(models)})"
+        steps.append((name, min(at(r, "start_date") for r in models), max(at(r, "end_date") for r in models)))
+    previous_end = 0.0
+    for name, start, end in sorted(steps, key=lambda step: step[1]):
+        print(f"    {name:<34} starts {start:6.1f} s (+{start - previous_end:4.1f} wait)  runs {end - start:5.1f} s")
+        previous_end = max(previous_end, end)
 
 
 def main() -> None:

@@ -739,25 +739,20 @@ def _replace_slice(
     props: dict[str, str],
 ) -> None:
     """Overwrite the quarantine slice with ``rows`` (or delete it), retrying commit conflicts."""
-    if rows:
-        data = pa.Table.from_pylist(rows, schema=table.schema().as_arrow())
-        for attempt in range(settings.commit_retries + 1):
-            try:
+    if not rows and table.current_snapshot() is None:
+        return  # nothing quarantined now or ever: no empty snapshot
+    data = pa.Table.from_pylist(rows, schema=table.schema().as_arrow()) if rows else None
+    for attempt in range(settings.commit_retries + 1):
+        try:
+            if data is not None:
                 table.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
-                return
-            except CommitFailedException:
-                if attempt == settings.commit_retries:
-                    raise
-                table = catalog.load_table(name)
-    elif table.current_snapshot() is not None:
-        for attempt in range(settings.commit_retries + 1):
-            try:
+            else:
                 table.delete(delete_filter=condition, snapshot_properties=props)
-                return
-            except CommitFailedException:
-                if attempt == settings.commit_retries:
-                    raise
-                table = catalog.load_table(name)
+            return
+        except CommitFailedException:
+            if attempt == settings.commit_retries:
+                raise
+            table = catalog.load_table(name)
 
 
 def content_checksum(table: Table, columns: list[str] | None = None) -> str:
