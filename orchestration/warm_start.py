@@ -6,15 +6,17 @@ otherwise pays its imports in full, and on two cores while its neighbours pay
 theirs (measured in task logs of a scheduled run):
 
 - every task parses its DAG file first: Cosmos (~0.4 s alone, ~1.2 s beside
-  five other tasks starting), 31 tasks a month;
+  five other tasks starting), 33 tasks of a watcher-mode month;
 - a Cosmos task with ``InvocationMode.DBT_RUNNER`` imports dbt (~2.5 s);
 - ``train`` and ``promote`` import MLflow, scikit-learn and skops (~4.7 s each);
 - ``ingest`` imports pyiceberg and pyarrow.
 
 The DAG processor forks a process per DAG file it parses, so it gets the
 modules the DAG files import. Airflow imports ``airflow_local_settings`` in
-every component at start-up; ``orchestration.airflow.prepare`` writes one that
-calls ``warm()``. Other components and CLI commands import nothing extra.
+every component at start-up; ``orchestration.airflow.write_local_settings``
+writes one that calls ``warm()``. Other components and CLI commands import
+nothing extra. On macOS Airflow execs a fresh interpreter for each task (fork
+alone is unsafe there), so the warm start saves nothing on that platform.
 """
 
 from __future__ import annotations
