@@ -298,9 +298,7 @@ class _DataFileWriter:
         self._write_buffered()
         while self._writing:
             self._finish_oldest()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._close_pool()
 
     def _write_buffered(self) -> None:
         for month, parts in self._buffers.items():
@@ -318,6 +316,12 @@ class _DataFileWriter:
         """On a writer thread: gather one month's rows, then write them as one file."""
         rows = pa.concat_tables([part.rows if part.mask is None else part.rows.filter(part.mask) for part in parts])
         return self._format.write(task_id, month, rows)
+
+    def _close_pool(self) -> None:
+        """Stop the writer threads (every file is finished by now); the next write starts new ones."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _finish_oldest(self) -> None:
         count, future = self._writing.popleft()
@@ -355,9 +359,7 @@ class _DataFileWriter:
                 self._finish_oldest()
             except Exception:  # the load is failing anyway; remove what did get written
                 log.warning("a data file write failed while discarding", exc_info=True)
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._close_pool()
         for data_file in self.files:
             try:
                 self.table.io.delete(data_file.file_path)
