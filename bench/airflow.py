@@ -116,14 +116,15 @@ def airflow_scheduled(settings: Settings) -> tuple[float, float]:
         af.airflow(settings, "dags", "unpause", "flights_monthly")
         af.airflow(settings, "dags", "unpause", "train_and_promote")
 
+        runs: dict[str, dict[str, str]] = {}
+
         def month_and_training() -> None:
             af.airflow(settings, "dags", "trigger", "flights_monthly", "--logical-date", f"{MONTH}-01T00:00:00+00:00")
-            af.wait_for_runs(settings, "flights_monthly", 1)
-            af.wait_for_runs(settings, "train_and_promote", 1)  # started by the marts asset
+            runs["first"] = af.wait_for_runs(settings, "flights_monthly", 1)[0]
+            runs["last"] = af.wait_for_runs(settings, "train_and_promote", 1)[0]  # started by the marts asset
 
         wall = timed("trigger -> flights_monthly -> asset -> train_and_promote", month_and_training)
-        first = af.wait_for_runs(settings, "flights_monthly", 1)[0]
-        last = af.wait_for_runs(settings, "train_and_promote", 1)[0]
+        first, last = runs["first"], runs["last"]
         tasks = af.task_runs(settings, "flights_monthly") + af.task_runs(settings, "train_and_promote")
     span = (datetime.fromisoformat(last["end_date"]) - datetime.fromisoformat(first["start_date"])).total_seconds()
     print(f"  {'run start -> training run end (run records)':<52} {span:7.1f} s")
