@@ -51,11 +51,18 @@ demo: $(STAMP) ## Run the platform end to end on the embedded default
 test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs)
 	$(RUN)/pytest
 
+# The inner loop: no test marked slow (dbt builds, Airflow runs, a trained model)
+# or integration (the S3 + Postgres variants). `make test` still runs everything.
+.PHONY: test-fast
+test-fast: $(STAMP) ## Run the quick tests only (about a minute)
+	$(RUN)/pytest -m "not slow and not integration"
+
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
+lint: $(STAMP) ## ruff (lint + format), mypy, the layer contract (import-linter)
 	$(RUN)/ruff check .
 	$(RUN)/ruff format --check .
 	$(RUN)/mypy
+	$(RUN)/lint-imports
 
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmark scripts (prints figures; not part of test)

@@ -38,11 +38,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab.processes import free_port  # noqa: E402
-from lab.settings import Settings  # noqa: E402
+from core.processes import free_port  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from orchestration import airflow as af  # noqa: E402
 from orchestration.steps import ingest_month, publish_lake  # noqa: E402
-from transform.dbt import run_dbt  # noqa: E402
+from warehouse.dbt import run_dbt  # noqa: E402
 
 MONTH = "2013-03"
 

@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.settings import Settings  # noqa: E402
 from ingestion.declarations import BUNDLED_DIR, load_declarations  # noqa: E402
 from ingestion.loader import ingest  # noqa: E402
 from ingestion.storage import open_catalog  # noqa: E402
-from lab.settings import Settings  # noqa: E402
-from transform.dbt import run_dbt, target_dir  # noqa: E402
-from transform.publish import duckdb_connect, publish  # noqa: E402
+from warehouse.connection import duckdb_connect  # noqa: E402
+from warehouse.dbt import run_dbt, target_dir  # noqa: E402
+from warehouse.publish import publish  # noqa: E402
 
 SCAN_QUERY = "select count(*), sum(dep_delay), count(distinct tailnum), max(time_hour) from {}"
 

@@ -86,9 +86,9 @@ def declare(workdir: Path, csv_path: Path) -> Path:
 
 def child_ingest(workdir: Path, csv_path: Path) -> dict[str, float]:
     """``lab ingest`` of one CSV into a fresh lake."""
+    from core.settings import Settings
     from ingestion.declarations import load_declarations
     from ingestion.loader import ingest
-    from lab.settings import Settings
 
     sources = declare(workdir, csv_path)
     home = Path(tempfile.mkdtemp(dir=workdir))
@@ -128,10 +128,10 @@ def child_write(workdir: Path, csv_path: Path, repeats: int) -> dict[str, float]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from core.settings import Settings
     from ingestion.declarations import load_declarations
     from ingestion.loader import _commit_with_retry, _DataFileWriter, _ensure_table
     from ingestion.storage import open_catalog
-    from lab.settings import Settings
 
     table = _typed_table(csv_path)
     decl = load_declarations()["flights"]

@@ -35,7 +35,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from serving.examples import real_flight_requests  # noqa: E402
 from serving.features import OnlineFeatures  # noqa: E402
 from serving.process import api_server, free_port  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
     requests = sample_requests(settings, 500)
 
     # The exact feature rows the API builds, for MLflow's /invocations.
-    from ml.train import configure_mlflow
+    from ml.tracking import configure_mlflow
 
     configure_mlflow(settings)
     features = OnlineFeatures.load(settings)

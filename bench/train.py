@@ -32,12 +32,12 @@ def peak_rss_mib() -> float:
 
 
 def build_mart(workdir: Path) -> Path:
+    from core.settings import Settings
     from ingestion.declarations import load_declarations
     from ingestion.loader import ingest
-    from lab.settings import Settings
     from ml.data import read_mart
-    from transform.dbt import run_dbt
-    from transform.publish import publish
+    from warehouse.dbt import run_dbt
+    from warehouse.publish import publish
 
     settings = Settings(home=workdir / ".lab", sources_dirs=[])
     for decl in load_declarations().values():
@@ -69,7 +69,7 @@ def child_fit(mart: Path, scale: int) -> dict[str, float]:
 
 
 def child_train(workdir: Path) -> dict[str, float]:
-    from lab.settings import Settings
+    from core.settings import Settings
     from ml.train import train
 
     settings = Settings(home=workdir / ".lab", sources_dirs=[])

@@ -13,9 +13,10 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, task
 
-from lab.settings import Settings
+from core.names import WAREHOUSE_POOL
+from core.settings import Settings
 from orchestration.assets import MARTS
-from orchestration.dbt_group import MONTH, WAREHOUSE_POOL, dbt_task_group
+from orchestration.dbt_group import MONTH, dbt_task_group
 
 DEFAULT_ARGS = {"owner": "data-platform", "retries": 1, "retry_delay": pendulum.duration(seconds=20)}
 

@@ -12,9 +12,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, task
 
-from lab.settings import Settings
+from core.names import WAREHOUSE_POOL
+from core.settings import Settings
 from orchestration.assets import CHAMPION, MARTS
-from orchestration.dbt_group import WAREHOUSE_POOL
 
 DEFAULT_ARGS = {"owner": "ml-platform", "retries": 1, "retry_delay": pendulum.duration(seconds=20)}
 

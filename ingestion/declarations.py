@@ -17,7 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ingestion.errors import DeclarationError
+from core.errors import DeclarationError
 
 BUNDLED_DIR = Path(__file__).parent / "sources"
 

@@ -53,11 +53,13 @@ from pyiceberg.types import (
 )
 from pyiceberg.utils.properties import property_as_int
 
+from core.errors import BadRowsError, LabError, SchemaMismatchError
+from core.months import month_index, month_label
+from core.names import QUARANTINE_TABLE
+from core.settings import Settings
 from ingestion.declarations import SourceDeclaration
-from ingestion.errors import BadRowsError, LabError, SchemaMismatchError
 from ingestion.parsing import read_batches, read_header, type_batch
 from ingestion.storage import ObjectStore, open_catalog
-from lab.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,6 @@ ICEBERG_TYPES: dict[str, IcebergType] = {
     "date": DateType(),
     "timestamp": TimestamptzType(),
 }
-LINEAGE_COLUMNS = ("_source_file", "_source_checksum", "_load_id", "_loaded_at")
-QUARANTINE_TABLE = "quarantine"
 UNKNOWN_PARTITION = ""  # quarantined rows whose partition value itself is unreadable
 # Data files encode in parallel on this many threads (pyarrow releases the GIL while it encodes).
 WRITE_THREADS = 2
@@ -103,17 +103,6 @@ class LoadResult:
     snapshot_id: int | None = None
     new_columns: list[str] = field(default_factory=list)
     commit_attempts: int = 0
-
-
-def month_index(partition: str) -> int:
-    """'YYYY-MM' → Iceberg's month transform value (months since 1970-01)."""
-    try:
-        year, month = (int(p) for p in partition.split("-"))
-        if len(partition) != 7 or not 1 <= month <= 12:
-            raise ValueError
-    except ValueError:
-        raise LabError(f"partition {partition!r} is not a month in the form YYYY-MM") from None
-    return (year - 1970) * 12 + month - 1
 
 
 def sha256_of(path: Path) -> str:
@@ -672,7 +661,7 @@ def _row_months(raw, part_col: str, rows: list[int], decl: SourceDeclaration) ->
 def _partition_label(month: int | None) -> str:
     if month is None:
         return UNKNOWN_PARTITION
-    return f"{1970 + month // 12:04d}-{month % 12 + 1:02d}"
+    return month_label(month)
 
 
 def _merged_files(current: Table, new_parts: list[pa.Table], key: list[str], settings: Settings) -> list[DataFile]:
@@ -755,20 +744,3 @@ def _replace_slice(
             if attempt == settings.commit_retries:
                 raise
             table = catalog.load_table(name)
-
-
-def content_checksum(table: Table, columns: list[str] | None = None) -> str:
-    """Order-independent checksum of a table's rows over ``columns``.
-
-    Per-load lineage (load id, load time) is left out by default, so loading the
-    same bytes again gives the same checksum.
-    """
-    data = table.scan().to_arrow()
-    columns = columns or [c for c in data.column_names if c not in {"_load_id", "_loaded_at"}]
-    digest = 0
-    for row in data.select(columns).to_pylist():
-        # A sum, not XOR: duplicate rows must not cancel out.
-        digest = (digest + int.from_bytes(hashlib.sha256(repr(sorted(row.items())).encode()).digest()[:16], "big")) % (
-            1 << 128
-        )
-    return f"{digest:032x}:{data.num_rows}"

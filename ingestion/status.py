@@ -10,8 +10,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import EqualTo
 
-from ingestion.loader import QUARANTINE_TABLE
-from lab.settings import Settings
+from core.names import QUARANTINE_TABLE
+from core.settings import Settings
 
 
 @dataclass

@@ -14,24 +14,35 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from pyiceberg.catalog.sql import SqlCatalog
 
-from lab.settings import Settings
+from core.settings import Settings
+from core.uris import is_s3
 
 
-def _is_s3(uri: str) -> bool:
-    return urlparse(uri).scheme in {"s3", "s3a"}
+def s3_properties(settings: Settings) -> dict[str, str]:
+    """pyiceberg FileIO properties for the S3 endpoint (empty when unused)."""
+    props: dict[str, str] = {}
+    if settings.s3_endpoint:
+        props["s3.endpoint"] = settings.s3_endpoint
+    if settings.s3_access_key_id:
+        props["s3.access-key-id"] = settings.s3_access_key_id
+    if settings.s3_secret_access_key is not None:
+        props["s3.secret-access-key"] = settings.s3_secret_access_key.get_secret_value()
+    if settings.uses_s3:
+        props["s3.region"] = settings.s3_region
+    return props
 
 
 def open_catalog(settings: Settings) -> SqlCatalog:
     """The Iceberg catalog, with the raw namespace created if missing."""
     if settings.catalog_uri.startswith("sqlite:///"):
         Path(settings.catalog_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if not _is_s3(settings.warehouse_uri):
+    if not is_s3(settings.warehouse_uri):
         Path(urlparse(settings.warehouse_uri).path).mkdir(parents=True, exist_ok=True)
     catalog = SqlCatalog(
         settings.catalog_name,
         uri=settings.catalog_uri,
         warehouse=settings.warehouse_uri,
-        **settings.s3_properties(),
+        **s3_properties(settings),
     )
     catalog.create_namespace_if_not_exists(settings.raw_namespace)
     return catalog
@@ -47,7 +58,7 @@ class ObjectStore:
     def __init__(self, root_uri: str, settings: Settings) -> None:
         self.root_uri = root_uri.rstrip("/")
         parsed = urlparse(self.root_uri)
-        if _is_s3(self.root_uri):
+        if is_s3(self.root_uri):
             endpoint = urlparse(settings.s3_endpoint) if settings.s3_endpoint else None
             secret = settings.s3_secret_access_key
             self.fs: pafs.FileSystem = pafs.S3FileSystem(
@@ -62,14 +73,13 @@ class ObjectStore:
             self.fs = pafs.LocalFileSystem()
             self._root_path = parsed.path
             Path(self._root_path).mkdir(parents=True, exist_ok=True)
-        self._scheme = parsed.scheme
 
     def uri(self, key: str) -> str:
         return f"{self.root_uri}/{key}"
 
     def _path(self, uri: str) -> str:
         parsed = urlparse(uri)
-        return f"{parsed.netloc}{parsed.path}" if self._scheme in {"s3", "s3a"} else parsed.path
+        return f"{parsed.netloc}{parsed.path}" if is_s3(uri) else parsed.path
 
     def exists(self, uri: str) -> bool:
         return self.fs.get_file_info(self._path(uri)).type == pafs.FileType.File

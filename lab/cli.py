@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lab.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 app = typer.Typer(help="The data platform lab: land, model, train, serve.", no_args_is_help=True)
 lake = typer.Typer(help="Inspect the Iceberg lake.", no_args_is_help=True)
@@ -38,7 +38,7 @@ EXIT_QUALITY_GATE = 3
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn errors a user can fix into one red line and a meaningful exit code."""
-    from ingestion.errors import BadRowsError, LabError
+    from core.errors import BadRowsError, LabError
 
     try:
         yield
@@ -102,8 +102,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Land raw files in the object store and load them into Iceberg tables."""
+    from core.errors import LabError
     from ingestion.declarations import load_declarations
-    from ingestion.errors import LabError
     from ingestion.loader import ingest as run_ingest
 
     settings = _settings()
@@ -160,7 +160,7 @@ Target = Annotated[
 
 
 def _with_target(settings: Settings, target: str | None) -> Settings:
-    from ingestion.errors import LabError
+    from core.errors import LabError
 
     if target is None:
         return settings
@@ -181,10 +181,10 @@ def build(
     select: Annotated[str | None, typer.Option("--select", "-s", help="dbt node selection.")] = None,
 ) -> None:
     """Publish the lake to the warehouse and run `dbt build` (models, tests, unit tests)."""
-    from ingestion.loader import month_index
-    from transform.dbt import build_vars, mart_relations, run_dbt
-    from transform.publish import publish
-    from transform.warehouse import row_counts
+    from core.months import month_index
+    from warehouse.dbt import build_vars, mart_relations, run_dbt
+    from warehouse.publish import publish
+    from warehouse.query import row_counts
 
     with _user_errors():
         settings = _with_target(_settings(), target)
@@ -226,8 +226,8 @@ def docs(
     import functools
     import http.server
 
-    from transform.dbt import run_dbt, target_dir
-    from transform.docs import lineage_url, render
+    from warehouse.dbt import run_dbt, target_dir
+    from warehouse.docs import lineage_url, render
 
     with _user_errors():
         settings = _with_target(_settings(), target)
@@ -254,7 +254,7 @@ def train(
     model: Annotated[str, typer.Option(help="gbm (gradient boosting) or baseline (logistic regression).")] = "gbm",
 ) -> None:
     """Train on the training mart, log the run to MLflow and register the model as challenger."""
-    from ingestion.errors import LabError
+    from core.errors import LabError
     from ml.train import train as run_train
 
     with _user_errors():
@@ -388,7 +388,7 @@ def airflow_test(
     """Run the month through Airflow (`airflow dags test` of both DAGs, every task executed) and show each task."""
     from datetime import datetime
 
-    from ingestion.loader import month_index
+    from core.months import month_index
     from orchestration import airflow as af
 
     with _user_errors():
@@ -416,15 +416,16 @@ def _latest_promotion(settings: Settings) -> str:
     """One line on what the promotion gate decided for the newest model version."""
     import mlflow
 
-    from ml.train import configure_mlflow
+    from core.names import TAG_PROMOTION_DECISION, TAG_PROMOTION_REASON
+    from ml.tracking import configure_mlflow
 
     configure_mlflow(settings)
     versions = mlflow.MlflowClient().search_model_versions(f"name = '{settings.model_name}'")
     newest = max(versions, key=lambda v: int(v.version))
     tags = newest.tags
     return (
-        f"promotion gate: v{newest.version} {tags.get('lab.promotion.decision', 'undecided')}"
-        f" ({tags.get('lab.promotion.reason', 'no decision recorded')})"
+        f"promotion gate: v{newest.version} {tags.get(TAG_PROMOTION_DECISION, 'undecided')}"
+        f" ({tags.get(TAG_PROMOTION_REASON, 'no decision recorded')})"
     )
 
 
@@ -458,7 +459,7 @@ def api_demo(
         settings = _with_target(_settings(), target)
         flights = real_flight_requests(settings, count, day)
         if not flights:
-            from ingestion.errors import LabError
+            from core.errors import LabError
 
             raise LabError(f"no operated flights on {day} in the {settings.dbt_target} warehouse")
         with console.status("starting the API"), api_server(settings) as (url, _):

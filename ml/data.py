@@ -8,16 +8,15 @@ mart is picked up by the next training run.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
-from lab.settings import Settings
+from core.names import TRAINING_MART
+from core.settings import Settings
 
-TRAINING_MART = "training_flights"
 KEY = "flight_id"
 LABEL = "is_departure_delayed"
 TIME = "scheduled_departure_at"
@@ -61,8 +60,8 @@ class TrainingSet:
 
 def read_mart(settings: Settings, relation: str | None = None) -> pd.DataFrame:
     """The training mart as pandas, ordered by key so fits are deterministic."""
-    from transform.dbt import mart_relations
-    from transform.warehouse import query
+    from warehouse.dbt import mart_relations
+    from warehouse.query import query
 
     relation = relation or mart_relations(settings)[TRAINING_MART]
     frame = query(settings, f"select * from {relation} order by {KEY}").to_pandas()
@@ -118,12 +117,3 @@ def split(frame: pd.DataFrame, eval_months: int) -> TrainingSet:
 def window(frame: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
     """Rows whose local flight date lies in [start, end]."""
     return frame[(frame[DATE] >= start) & (frame[DATE] <= end)]
-
-
-def checksum(frame: pd.DataFrame) -> str:
-    """Order-independent fingerprint of a data frame's rows and columns."""
-    ordered = frame[sorted(frame.columns)]
-    row_hashes = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
-    total = int(row_hashes.sum(dtype=np.uint64))  # wraps mod 2**64: order-independent
-    columns = hashlib.sha256(",".join(ordered.columns).encode()).hexdigest()[:8]
-    return f"{total:016x}-{columns}-{len(frame)}"

@@ -14,10 +14,12 @@ from datetime import date
 
 import pandas as pd
 
-from ingestion.errors import LabError
-from lab.settings import Settings
+from core.errors import LabError
+from core.names import CHALLENGER, CHAMPION, TAG_PREFIX, TAG_PROMOTION_DECISION, TAG_PROMOTION_REASON
+from core.settings import Settings
 from ml.data import read_mart, split, window
-from ml.train import CHALLENGER, CHAMPION, configure_mlflow, score
+from ml.tracking import configure_mlflow
+from ml.train import score
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,8 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, candidate.version)
     tags = {
-        "lab.promotion.decision": "promoted" if promoted else "rejected",
-        "lab.promotion.reason": reason,
+        TAG_PROMOTION_DECISION: "promoted" if promoted else "rejected",
+        TAG_PROMOTION_REASON: reason,
         "lab.promotion.eval_window": f"{run.data.params['eval_start']}..{run.data.params['eval_end']}",
         "lab.promotion.challenger_auc": f"{candidate_auc:.6f}",
         "lab.promotion.champion_auc": "" if champion_auc is None else f"{champion_auc:.6f}",
@@ -115,7 +117,5 @@ def champion_summary(settings: Settings) -> dict[str, object]:
         "version": str(version.version),
         "run_id": version.run_id,
         "metrics": dict(run.data.metrics),
-        "lineage": {
-            k: v for k, v in run.data.tags.items() if k.startswith("lab.") or k.startswith("mlflow.source.git")
-        },
+        "lineage": {k: v for k, v in run.data.tags.items() if k.startswith((TAG_PREFIX, "mlflow.source.git"))},
     }

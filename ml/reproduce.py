@@ -13,9 +13,13 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import date
 
-from lab.settings import Settings
-from ml.data import DATE, LABEL, TRAINING_MART, checksum, read_mart, window
-from ml.train import configure_mlflow, score
+from core.checksum import checksum
+from core.errors import LabError
+from core.names import TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
+from core.settings import Settings
+from ml.data import DATE, LABEL, read_mart, window
+from ml.tracking import configure_mlflow
+from ml.train import score
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +45,10 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     """Rebuild ``run_id``'s training set at its recorded snapshots and compare."""
     import mlflow
 
-    from ingestion.errors import LabError
     from ingestion.storage import open_catalog
-    from transform.dbt import run_dbt
-    from transform.publish import SNAPSHOTS_TABLE, duckdb_connect
+    from warehouse import snapshots
+    from warehouse.connection import duckdb_connect
+    from warehouse.dbt import run_dbt
 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
@@ -53,8 +57,10 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     except mlflow.exceptions.MlflowException as exc:
         raise LabError(f"no MLflow run {run_id!r} in {settings.mlflow_tracking_uri}") from exc
     tags = run.data.tags
-    snapshots = {k.removeprefix("lab.snapshot."): int(v) for k, v in tags.items() if k.startswith("lab.snapshot.")}
-    if not snapshots or "lab.checksum_train" not in tags or "lab.model_uri" not in tags:
+    recorded = {
+        k.removeprefix(TAG_SNAPSHOT_PREFIX): int(v) for k, v in tags.items() if k.startswith(TAG_SNAPSHOT_PREFIX)
+    }
+    if not recorded or TAG_CHECKSUM_TRAIN not in tags or TAG_MODEL_URI not in tags:
         raise LabError(f"run {run_id} recorded no lake snapshots; it was not made by `lab train`")
 
     scratch_home = settings.home / "reproduce" / run_id
@@ -65,17 +71,14 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     catalog = open_catalog(settings)
     with duckdb_connect(scratch, scratch.duckdb_path) as conn:
         conn.execute("create schema raw")
-        for name, snapshot_id in sorted(snapshots.items()):
+        for name, snapshot_id in sorted(recorded.items()):
             table = catalog.load_table(f"{settings.raw_namespace}.{name}")
             batches = table.scan(snapshot_id=snapshot_id).to_arrow_batch_reader()
             conn.register("batches", batches)
             conn.execute(f"create table raw.{name} as select * from batches")
             conn.unregister("batches")
-        conn.execute(
-            f"create table raw.{SNAPSHOTS_TABLE} as select * from (values "
-            + ", ".join(f"('{n}', {s}, '', 0, now())" for n, s in snapshots.items())
-            + ") as t(table_name, snapshot_id, metadata_location, row_count, published_at)"
-        )
+        copied = [snapshots.PublishedTable(name, snapshot_id, "", 0) for name, snapshot_id in recorded.items()]
+        snapshots.replace(conn.execute, conn.executemany, copied, "?")
     run_dbt(scratch, ["run", "--select", f"+{TRAINING_MART}"])
     frame = read_mart(scratch)
 
@@ -84,14 +87,13 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     train_part = frame[frame[DATE] < eval_start]
     eval_part = window(frame, eval_start, eval_end)
     features = [f for f in (params["categorical_features"] + "," + params["numeric_features"]).split(",") if f]
-    model = mlflow.sklearn.load_model(tags["lab.model_uri"])
+    model = mlflow.sklearn.load_model(tags[TAG_MODEL_URI])
     rebuilt = score(model, eval_part[features], eval_part[LABEL].to_numpy(dtype=int))
-    recorded = {k: run.data.metrics[k] for k in rebuilt}
     return Reproduction(
         run_id=run_id,
-        snapshots=snapshots,
-        recorded_checksum=tags["lab.checksum_train"],
+        snapshots=recorded,
+        recorded_checksum=tags[TAG_CHECKSUM_TRAIN],
         rebuilt_checksum=checksum(train_part),
-        recorded_metrics=recorded,
+        recorded_metrics={k: run.data.metrics[k] for k in rebuilt},
         rebuilt_metrics=rebuilt,
     )

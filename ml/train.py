@@ -22,9 +22,12 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from lab.settings import PROJECT_ROOT, Settings
+from core.checksum import checksum
+from core.names import CHALLENGER, TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
+from core.settings import PROJECT_ROOT, Settings
 from ml import model as factories
-from ml.data import LABEL, TRAINING_MART, TrainingSet, checksum, read_mart, split
+from ml.data import LABEL, TrainingSet, read_mart, split
+from ml.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,6 @@ TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
 ]
-CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 @dataclass
@@ -60,34 +62,14 @@ def score(model: Pipeline, x: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
     }
 
 
-def configure_mlflow(settings: Settings) -> str:
-    """Point MLflow at the configured store; return the experiment id."""
-    import mlflow
-
-    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
-        settings.home.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    is_server = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
-    return str(
-        mlflow.create_experiment(
-            settings.mlflow_experiment,
-            artifact_location=None if is_server else settings.mlflow_artifact_uri,
-        )
-    )
-
-
 def lineage_tags(settings: Settings) -> dict[str, str]:
     """Which data made this model: raw snapshots, dbt invocation, git commit."""
-    from transform.dbt import manifest_path, target_dir
-    from transform.warehouse import query
+    from warehouse import snapshots
+    from warehouse.dbt import manifest_path, target_dir
 
     tags: dict[str, str] = {"lab.dbt_target": settings.dbt_target}
-    for row in query(settings, "select * from raw.lake_snapshots order by table_name").to_pylist():
-        tags[f"lab.snapshot.{row['table_name']}"] = str(row["snapshot_id"])
+    for table, snapshot_id in snapshots.recorded(settings).items():
+        tags[f"{TAG_SNAPSHOT_PREFIX}{table}"] = str(snapshot_id)
     manifest = manifest_path(settings)
     if manifest.exists():
         tags["lab.dbt_manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
@@ -205,7 +187,7 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
                 **lineage_tags(settings),
                 "lab.rows_train": str(len(data.train)),
                 "lab.rows_eval": str(len(data.eval)),
-                "lab.checksum_train": train_checksum,
+                TAG_CHECKSUM_TRAIN: train_checksum,
                 "lab.checksum_eval": checksum(data.eval),
                 "lab.checksum_mart": checksum(data.frame),
             }
@@ -233,7 +215,7 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
             # Named outright: inferring them makes MLflow shell out to uv and pip (~10 s).
             pip_requirements=_requirements(),
         )
-        mlflow.set_tag("lab.model_uri", info.model_uri)
+        mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version)

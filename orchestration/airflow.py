@@ -1,6 +1,6 @@
 """Running Airflow itself on this home: its configuration, CLI, and standalone server.
 
-Everything Airflow needs comes from ``Settings.airflow_env()``: where its home,
+Everything Airflow needs comes from the settings (:func:`env`): where its home,
 metadata database and DAGs are, and every LAB_* setting the tasks read. The CLI
 (``lab airflow``), the tests and ``bench/airflow.py`` all go through here.
 """
@@ -16,23 +16,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ingestion.errors import LabError
-from lab.processes import stop, wait_until_answering
-from lab.settings import Settings
-from orchestration.dbt_group import WAREHOUSE_POOL
+from core.errors import LabError
+from core.names import WAREHOUSE_POOL
+from core.processes import stop, wait_until_answering
+from core.settings import Settings
 
 ADMIN_USER = "admin"
 
 
 def env(settings: Settings) -> dict[str, str]:
-    """The environment of every Airflow process for this home."""
-    assert settings.airflow_home is not None
+    """Every Airflow process's environment for this home: Airflow's configuration and every LAB_* setting."""
+    home = settings.airflow_home
+    assert home is not None  # filled in by the settings' validator
     venv_bin = str(Path(sys.executable).parent)
     return {
         **os.environ,
         # `airflow standalone` starts its components as `airflow ...` from PATH.
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-        **settings.airflow_env(),
+        **settings.to_env(),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.airflow_dags_folder),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_database_url,
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{settings.airflow_port}",
+        # Cosmos reports usage to Astronomer unless told not to.
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # Cosmos caches dbt artifacts per DAG; per home, not in a /tmp shared by every home.
+        "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos"),
+        "DO_NOT_TRACK": "1",
+        "SCARF_ANALYTICS": "false",
+        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         # The simple auth manager writes a generated password here on first start.
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(settings)),
@@ -70,7 +84,7 @@ def _json(proc: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
 
 def prepare(settings: Settings) -> None:
     """Create or upgrade the metadata DB, the one-slot warehouse pool, and register the DAGs."""
-    from transform.dbt import ensure_manifest
+    from warehouse.dbt import ensure_manifest
 
     assert settings.airflow_home is not None
     settings.airflow_home.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
+from core.names import CHAMPION as CHAMPION_ALIAS
+from core.names import MODEL_NAME
+
 # The feature marts (training and online tables), rebuilt by a monthly run.
 MARTS = Asset("lab://warehouse/marts", group="dbt")
 # The registry's champion alias, possibly moved by the promotion gate.
-CHAMPION = Asset("lab://registry/flight_delay/champion", group="mlflow")
+CHAMPION = Asset(f"lab://registry/{MODEL_NAME}/{CHAMPION_ALIAS}", group="mlflow")

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.settings import Settings
+from core.names import WAREHOUSE_POOL
+from core.settings import Settings
 
-WAREHOUSE_POOL = "duckdb"
 MONTH = "{{ logical_date.strftime('%Y-%m') }}"  # the month a monthly run processes
 
 
@@ -49,7 +49,7 @@ def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> 
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
-    from transform.dbt import dbt_env, ensure_manifest
+    from warehouse.dbt import dbt_env, ensure_manifest
 
     env = dbt_env(settings)
     watcher = settings.airflow_dbt_mode == "watcher"

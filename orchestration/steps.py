@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lab.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def ingest_month(settings: Settings, month: str) -> dict[str, Any]:
     """Load one month of every partitioned source, and every keyed source whole."""
+    from core.months import month_index
     from ingestion.declarations import load_declarations
-    from ingestion.loader import ingest, month_index
+    from ingestion.loader import ingest
 
     month_index(month)  # a malformed month fails here, before anything is written
     loaded: dict[str, Any] = {}
@@ -38,7 +39,7 @@ def ingest_month(settings: Settings, month: str) -> dict[str, Any]:
 
 def publish_lake(settings: Settings) -> dict[str, Any]:
     """Point the warehouse's raw relations at the lake's current snapshots."""
-    from transform.publish import publish
+    from warehouse.publish import publish
 
     return {table.name: {"snapshot_id": str(table.snapshot_id), "rows": table.rows} for table in publish(settings)}
 
@@ -107,7 +108,7 @@ def refresh_serving(settings: Settings) -> dict[str, Any]:
 
 def mart_row_counts(settings: Settings) -> dict[str, int]:
     """Rows in every mart after a build (what the marts asset event carries)."""
-    from transform.dbt import mart_relations
-    from transform.warehouse import row_counts
+    from warehouse.dbt import mart_relations
+    from warehouse.query import row_counts
 
     return row_counts(settings, mart_relations(settings))

@@ -32,7 +32,7 @@ TASKS = (
     "dbt.adapters.duckdb",
     "duckdb",
     "ingestion.loader",
-    "transform.publish",
+    "warehouse.publish",
     "ml.train",
     "ml.registry",
     "mlflow",

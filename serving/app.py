@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request,
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from lab.settings import Settings, get_settings
+from core.names import CHAMPION
+from core.settings import Settings, get_settings
 from serving.features import FeatureError, OnlineFeatures
 from serving.model_store import ModelStore, ServedModel
 from serving.prediction_log import PredictionLog, log_row
@@ -43,7 +44,7 @@ class Services:
         self.log: PredictionLog | None = None
 
     def start(self) -> None:
-        from ml.train import configure_mlflow
+        from ml.tracking import configure_mlflow
 
         configure_mlflow(self.settings)
         self.log = PredictionLog(self.settings.prediction_log_url)
@@ -185,7 +186,7 @@ def model_info(services: ServicesDep) -> ModelInfo:
     return ModelInfo(
         name=served.name,
         version=served.version,
-        alias="champion",
+        alias=CHAMPION,
         run_id=served.run_id,
         features=served.features,
         metrics=served.metrics,

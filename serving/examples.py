@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.settings import Settings
+from core.names import STAGING_FLIGHTS
+from core.settings import Settings
 
 
 def real_flight_requests(settings: Settings, limit: int, day: str | None = None) -> list[dict[str, Any]]:
@@ -13,10 +14,10 @@ def real_flight_requests(settings: Settings, limit: int, day: str | None = None)
     Each body also carries ``departure_delay_minutes`` (what really happened),
     which callers drop before sending. The order is a stable pseudo-random one.
     """
-    from transform.dbt import model_relations
-    from transform.warehouse import query
+    from warehouse.dbt import model_relations
+    from warehouse.query import query
 
-    relation = model_relations(settings)["stg_nycflights__flights"]
+    relation = model_relations(settings)[STAGING_FLIGHTS]
     on_day = f"and flight_date = date '{day}'" if day else ""
     rows = query(
         settings,

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from lab.settings import Settings
+from core.settings import Settings
 from serving.schemas import FlightRequest
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ class OnlineFeatures:
     @classmethod
     def load(cls, settings: Settings) -> OnlineFeatures:
         """Read the online marts of ``settings.dbt_target`` into memory."""
-        from transform.dbt import mart_relations
-        from transform.warehouse import query
+        from warehouse.dbt import mart_relations
+        from warehouse.query import query
+        from warehouse.snapshots import last_published_at
 
         marts = mart_relations(settings)
 
@@ -93,7 +94,7 @@ class OnlineFeatures:
         weather = {(r["origin"], r["observed_at"].astimezone(UTC)): r for r in rows("online_origin_weather")}
         airports = {r["airport_code"]: r["time_zone"] for r in rows("online_airports")}
         carriers = {key[2] for key in history}
-        snapshot = query(settings, "select max(published_at) as at from raw.lake_snapshots").to_pylist()[0]["at"]
+        snapshot = last_published_at(settings)
         version = f"{settings.dbt_target}@{snapshot:%Y-%m-%dT%H:%M:%S}" if snapshot else settings.dbt_target
         log.info(
             "online features %s: %d planes, %d history rows, %d observations",

@@ -12,7 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from lab.settings import Settings
+from core.names import CHAMPION
+from core.settings import Settings
 from serving.compiled import CompiledModel, compile_pipeline
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ModelStore:
     def champion_version(self) -> str:
         import mlflow
 
-        alias = mlflow.MlflowClient().get_model_version_by_alias(self.settings.model_name, "champion")
+        alias = mlflow.MlflowClient().get_model_version_by_alias(self.settings.model_name, CHAMPION)
         return str(alias.version)
 
     def reload(self) -> tuple[str | None, str]:

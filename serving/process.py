@@ -8,8 +8,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lab.processes import free_port, stop, wait_until_answering
-from lab.settings import Settings
+from core.processes import free_port, stop, wait_until_answering
+from core.settings import Settings
 
 __all__ = ["api_server", "free_port"]
 

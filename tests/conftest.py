@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from lab.processes import free_port
-from lab.settings import Settings
+from core.processes import free_port
+from core.settings import Settings
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -106,9 +106,9 @@ def s3_settings(tmp_path: Path, s3_endpoint: str, s3_bucket: str, pg_database: s
     )
 
 
-@pytest.fixture(params=["local", "s3+postgres"])
+@pytest.fixture(params=["local", pytest.param("s3+postgres", marks=pytest.mark.integration)])
 def any_settings(request: pytest.FixtureRequest) -> Settings:
-    """The same test body against both storage backends."""
+    """The same test body against both storage backends (the server one marked ``integration``)."""
     name = "local_settings" if request.param == "local" else "s3_settings"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
@@ -150,8 +150,8 @@ def _pg_parts(url: str) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def duckdb_built(lake_settings: Settings) -> Settings:
     """The lake published to DuckDB and `dbt build` run on it (full build)."""
-    from transform.dbt import run_dbt
-    from transform.publish import publish
+    from warehouse.dbt import run_dbt
+    from warehouse.publish import publish
 
     settings = lake_settings.model_copy(update={"dbt_target": "duckdb"})
     publish(settings)
@@ -163,8 +163,8 @@ def duckdb_built(lake_settings: Settings) -> Settings:
 @pytest.fixture(scope="session")
 def postgres_built(lake_settings: Settings, pg_server_url: str, pg_session_database: str) -> Settings:
     """The lake published to Postgres and `dbt build` run on it (full build)."""
-    from transform.dbt import run_dbt
-    from transform.publish import publish
+    from warehouse.dbt import run_dbt
+    from warehouse.publish import publish
 
     settings = lake_settings.model_copy(
         update={"dbt_target": "postgres", "pg_database": pg_session_database, **_pg_parts(pg_server_url)}
@@ -176,7 +176,7 @@ def postgres_built(lake_settings: Settings, pg_server_url: str, pg_session_datab
 
 
 def _keep_build_results(settings: Settings) -> None:
-    from transform.dbt import target_dir
+    from warehouse.dbt import target_dir
 
     target = target_dir(settings)
     (target / "build_results.json").write_bytes((target / "run_results.json").read_bytes())

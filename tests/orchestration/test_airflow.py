@@ -9,13 +9,14 @@ from __future__ import annotations
 import pytest
 from fingerprints import mart_fingerprints
 
-from lab.processes import free_port
-from lab.settings import Settings
+from core.names import WAREHOUSE_POOL
+from core.processes import free_port
+from core.settings import Settings
 from orchestration import airflow as af
-from orchestration.dbt_group import WAREHOUSE_POOL, model_task_id
+from orchestration.dbt_group import model_task_id
 from orchestration.steps import ingest_month
-from transform.dbt import mart_relations
-from transform.warehouse import query
+from warehouse.dbt import mart_relations
+from warehouse.query import query
 
 DAGS = ("flights_monthly", "train_and_promote")
 
@@ -30,7 +31,7 @@ def _home(tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: obje
 
 
 def _dbt_models(settings: Settings) -> set[str]:
-    from transform.dbt import ensure_manifest, model_relations
+    from warehouse.dbt import ensure_manifest, model_relations
 
     ensure_manifest(settings)
     return set(model_relations(settings))
@@ -40,7 +41,7 @@ def _dbt_models(settings: Settings) -> set[str]:
 def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every DAG file imports, has tags, retries and owners; dbt models are tasks; warehouse writers share one slot."""
     settings = _home(tmp_path_factory, "dagbag", airflow_dbt_mode=mode)
-    for key, value in settings.airflow_env().items():
+    for key, value in af.env(settings).items():
         monkeypatch.setenv(key, value)
     from airflow.dag_processing.dagbag import DagBag
 
@@ -120,6 +121,7 @@ def pipeline_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
+@pytest.mark.slow
 def test_dags_test_runs_the_month_and_a_champion_follows(pipeline_home: Settings) -> None:
     settings = pipeline_home
     af.dags_test(settings, "flights_monthly", "2013-03-01")
@@ -142,13 +144,14 @@ def test_dags_test_runs_the_month_and_a_champion_follows(pipeline_home: Settings
     assert set(af.task_states(settings, "train_and_promote").values()) == {"success"}
     import mlflow
 
-    from ml.train import configure_mlflow
+    from ml.tracking import configure_mlflow
 
     configure_mlflow(settings)
     champion = mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
     assert str(champion.version) == "1"
 
 
+@pytest.mark.slow
 def test_backfill_of_three_months_equals_one_run(
     pipeline_home: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -167,6 +170,7 @@ def test_backfill_of_three_months_equals_one_run(
     assert mart_fingerprints(settings) == mart_fingerprints(pipeline_home)
 
 
+@pytest.mark.slow
 def test_a_failing_test_turns_its_models_task_red(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Watcher mode: one dbt build, yet the failure shows on the model whose test failed; downstream never runs."""
     import shutil

@@ -3,7 +3,9 @@
 Environment variables prefixed ``LAB_`` (or a ``.env`` file) override the
 defaults. The defaults are the embedded mode: everything lives under one
 git-ignored folder and no server is needed. dbt's ``profiles.yml`` reads the
-same variables through ``env_var()``; :meth:`Settings.dbt_env` exports them.
+same variables through ``env_var()``. Settings hold values and their validation
+only: whoever runs a child process (dbt, Airflow, pyiceberg's FileIO) builds its
+environment from them in the package that owns it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.names import MODEL_NAME
+from core.uris import is_s3
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +84,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""  # default: sqlite under home; full stack: http://mlflow:5000
     mlflow_artifact_uri: str = ""  # default: a folder under home (ignored by a tracking server)
     mlflow_experiment: str = "flight-delay"
-    model_name: str = "flight_delay"
+    model_name: str = MODEL_NAME
     # A challenger must beat the champion's ROC AUC by this much to be promoted.
     promotion_margin: float = Field(default=0.001, ge=0.0)
     # Months at the end of the training mart held out for evaluation.
@@ -139,22 +143,7 @@ class Settings(BaseSettings):
 
     @property
     def uses_s3(self) -> bool:
-        return urlparse(self.warehouse_uri).scheme in {"s3", "s3a"} or (
-            urlparse(self.landing_uri).scheme in {"s3", "s3a"}
-        )
-
-    def s3_properties(self) -> dict[str, str]:
-        """pyiceberg FileIO properties for the S3 endpoint (empty when unused)."""
-        props: dict[str, str] = {}
-        if self.s3_endpoint:
-            props["s3.endpoint"] = self.s3_endpoint
-        if self.s3_access_key_id:
-            props["s3.access-key-id"] = self.s3_access_key_id
-        if self.s3_secret_access_key is not None:
-            props["s3.secret-access-key"] = self.s3_secret_access_key.get_secret_value()
-        if self.uses_s3:
-            props["s3.region"] = self.s3_region
-        return props
+        return is_s3(self.warehouse_uri) or is_s3(self.landing_uri)
 
     def pg_url(self, database: str | None = None) -> str:
         """libpq URL of the Postgres warehouse (or another database on its server)."""
@@ -176,40 +165,6 @@ class Settings(BaseSettings):
                 value = json.dumps([str(v) for v in value])
             env[f"LAB_{name.upper()}"] = str(value)
         return env
-
-    def dbt_env(self) -> dict[str, str]:
-        """The LAB_* variables ``dbt_project/profiles.yml`` reads, as absolute values."""
-        return {
-            "LAB_DBT_TARGET": self.dbt_target,
-            "LAB_DUCKDB_PATH": str(self.duckdb_path),
-            "LAB_DUCKDB_EXTENSION_DIRECTORY": str(self.duckdb_extension_directory),
-            "LAB_PG_HOST": self.pg_host,
-            "LAB_PG_PORT": str(self.pg_port),
-            "LAB_PG_USER": self.pg_user,
-            "LAB_PG_PASSWORD": self.pg_password.get_secret_value(),
-            "LAB_PG_DATABASE": self.pg_database,
-            "LAB_PG_SCHEMA": self.pg_schema,
-        }
-
-    def airflow_env(self) -> dict[str, str]:
-        """Airflow's own configuration for this home, plus every LAB_* setting for its tasks."""
-        assert self.airflow_home is not None  # filled in by the validator
-        return {
-            **self.to_env(),
-            "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.airflow_dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_database_url,
-            "AIRFLOW__API__PORT": str(self.airflow_port),
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{self.airflow_port}",
-            # Cosmos reports usage to Astronomer unless told not to.
-            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-            # Cosmos caches dbt artifacts per DAG; per home, not in a /tmp shared by every home.
-            "AIRFLOW__COSMOS__CACHE_DIR": str(self.airflow_home / "cosmos"),
-            "DO_NOT_TRACK": "1",
-            "SCARF_ANALYTICS": "false",
-            "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
-        }
 
 
 @lru_cache

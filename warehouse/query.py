@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from lab.settings import Settings
-from transform.publish import duckdb_connect
+from core.settings import Settings
+from warehouse.connection import duckdb_connect
 
 
 def query(settings: Settings, sql: str) -> pa.Table:

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from core.names import CHALLENGER, CHAMPION
+from core.settings import Settings
 from ingestion.declarations import load_declarations
 from ingestion.loader import ingest
-from lab.settings import Settings
 from ml.registry import promote
 from ml.reproduce import reproduce
-from ml.train import CHALLENGER, CHAMPION, TrainResult, configure_mlflow, train
-from transform.dbt import run_dbt
-from transform.publish import publish
+from ml.tracking import configure_mlflow
+from ml.train import TrainResult, train
+from warehouse.dbt import run_dbt
+from warehouse.publish import publish
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +118,8 @@ def test_reproduce_rebuilds_the_training_set_after_new_data(tmp_path: Path) -> N
     ingest(correction, settings, partition="2013-06")
     publish(settings)
     run_dbt(settings, ["run"])
-    from ml.data import checksum, read_mart, split
+    from core.checksum import checksum
+    from ml.data import read_mart, split
 
     now = split(read_mart(settings), settings.eval_months)
     assert checksum(now.train) != run.checksum  # the data really changed

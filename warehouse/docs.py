@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ingestion.errors import LabError
+from core.errors import LabError
 
 # Flags for a sandbox with no network: no first-run, sync or component traffic.
 CHROMIUM_FLAGS = [

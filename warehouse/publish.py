@@ -13,89 +13,19 @@ warehouse now holds: the lineage a trained model points back to.
 from __future__ import annotations
 
 import logging
-import sys
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.util import find_spec
-from pathlib import Path
 
-import duckdb
 import psycopg
 from psycopg import sql
 
-from ingestion.errors import LabError
-from ingestion.loader import QUARANTINE_TABLE
+from core.errors import LabError
+from core.names import QUARANTINE_TABLE
+from core.settings import Settings
 from ingestion.storage import open_catalog
-from lab.settings import Settings
+from warehouse import snapshots
+from warehouse.connection import duckdb_connect
+from warehouse.snapshots import PublishedTable
 
 log = logging.getLogger(__name__)
-
-SNAPSHOTS_TABLE = "lake_snapshots"
-EXTENSIONS = ("avro", "iceberg", "postgres")
-
-
-@dataclass(frozen=True)
-class PublishedTable:
-    """One raw table as the warehouse sees it after publishing."""
-
-    name: str
-    snapshot_id: int
-    metadata_location: str
-    rows: int
-
-
-def _extension_file(name: str) -> Path:
-    """The extension binary shipped in the ``duckdb-extension-<name>`` wheel."""
-    package = f"duckdb_extension_{name}"
-    spec = find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise LabError(f"the DuckDB extension package {package} is not installed; run `make install`")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(root.glob(f"extensions/*/{name}.duckdb_extension"))
-    if not found:
-        raise LabError(f"{package} ships no extension binary under {root}")
-    return found[-1]
-
-
-def duckdb_connect(
-    settings: Settings, path: Path | str | None = None, *, read_only: bool = False
-) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection whose extensions come from local wheels, never the network."""
-    ext_dir = settings.duckdb_extension_directory
-    assert ext_dir is not None
-    ext_dir.mkdir(parents=True, exist_ok=True)
-    target = str(path) if path is not None else ":memory:"
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        _release_in_process_dbt()
-    conn = duckdb.connect(
-        target,
-        read_only=read_only,
-        config={"extension_directory": str(ext_dir), "autoinstall_known_extensions": False},
-    )
-    for name in EXTENSIONS:
-        installed = ext_dir.glob(f"v*/*/{name}.duckdb_extension")
-        if not any(installed):
-            conn.execute(f"install '{_extension_file(name)}'")
-    return conn
-
-
-def _release_in_process_dbt() -> None:
-    """Close the DuckDB handle an in-process dbt run left open, if any.
-
-    dbt-duckdb keeps its connection after an in-process invocation (Cosmos's
-    DBT_RUNNER mode inside ``airflow dags test``, where every task shares one
-    process); DuckDB then refuses a second connection to the same file with
-    other settings. A real worker runs each task in its own process, where this
-    finds nothing to do.
-    """
-    manager = sys.modules.get("dbt.adapters.duckdb.connections")
-    if manager is None:
-        return
-    cls = manager.DuckDBConnectionManager
-    if cls._ENV is not None:
-        cls._ENV.close()
-        cls.close_all_connections()
 
 
 def _raw_tables(settings: Settings) -> list[PublishedTable]:
@@ -135,20 +65,8 @@ def _publish_duckdb(settings: Settings, tables: list[PublishedTable]) -> None:
         for table in tables:
             location = table.metadata_location.removeprefix("file://").replace("'", "''")
             conn.execute(f"create or replace view raw.{table.name} as select * from iceberg_scan('{location}')")
-        _write_snapshots_duckdb(conn, tables)
+        snapshots.replace(conn.execute, conn.executemany, tables, "?")
         conn.execute("commit")
-
-
-def _write_snapshots_duckdb(conn: duckdb.DuckDBPyConnection, tables: list[PublishedTable]) -> None:
-    conn.execute(
-        f"create or replace table raw.{SNAPSHOTS_TABLE} (table_name varchar, snapshot_id bigint, "
-        "metadata_location varchar, row_count bigint, published_at timestamptz)"
-    )
-    now = datetime.now(UTC)
-    conn.executemany(
-        f"insert into raw.{SNAPSHOTS_TABLE} values (?, ?, ?, ?, ?)",
-        [(t.name, t.snapshot_id, t.metadata_location, t.rows, now) for t in tables],
-    )
 
 
 def ensure_pg_database(settings: Settings) -> None:
@@ -181,16 +99,5 @@ def _publish_postgres(settings: Settings, tables: list[PublishedTable]) -> None:
             final, staged = sql.Identifier(table.name), sql.Identifier(f"_stage_{table.name}")
             conn.execute(sql.SQL("drop table if exists raw.{} cascade").format(final))
             conn.execute(sql.SQL("alter table raw.{} rename to {}").format(staged, final))
-        conn.execute(sql.SQL("drop table if exists raw.{}").format(sql.Identifier(SNAPSHOTS_TABLE)))
-        conn.execute(
-            sql.SQL(
-                "create table raw.{} (table_name text, snapshot_id bigint, metadata_location text, "
-                "row_count bigint, published_at timestamptz)"
-            ).format(sql.Identifier(SNAPSHOTS_TABLE))
-        )
-        now = datetime.now(UTC)
         with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL("insert into raw.{} values (%s, %s, %s, %s, %s)").format(sql.Identifier(SNAPSHOTS_TABLE)),
-                [(t.name, t.snapshot_id, t.metadata_location, t.rows, now) for t in tables],
-            )
+            snapshots.replace(cur.execute, cur.executemany, tables, "%s")

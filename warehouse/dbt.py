@@ -18,14 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestion.errors import LabError
-from lab.settings import Settings
+from core.errors import DbtError, LabError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class DbtError(LabError):
-    """dbt ran and reported failures (a failing model or test)."""
 
 
 @dataclass
@@ -45,9 +41,17 @@ class DbtResult:
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:
-    """The environment a dbt process needs: settings plus dbt's own switches."""
+    """The environment a dbt process needs: the LAB_* variables ``profiles.yml`` reads, and dbt's own switches."""
     return {
-        **settings.dbt_env(),
+        "LAB_DBT_TARGET": settings.dbt_target,
+        "LAB_DUCKDB_PATH": str(settings.duckdb_path),
+        "LAB_DUCKDB_EXTENSION_DIRECTORY": str(settings.duckdb_extension_directory),
+        "LAB_PG_HOST": settings.pg_host,
+        "LAB_PG_PORT": str(settings.pg_port),
+        "LAB_PG_USER": settings.pg_user,
+        "LAB_PG_PASSWORD": settings.pg_password.get_secret_value(),
+        "LAB_PG_DATABASE": settings.pg_database,
+        "LAB_PG_SCHEMA": settings.pg_schema,
         "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
         "DBT_PROJECT_DIR": str(settings.dbt_project_dir),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",

@@ -15,3 +15,7 @@ class SchemaMismatchError(LabError):
 
 class BadRowsError(LabError):
     """More rows failed validation than the configured threshold allows."""
+
+
+class DbtError(LabError):
+    """dbt ran and reported failures (a failing model or test)."""

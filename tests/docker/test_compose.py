@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from lab.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
+from ingestion.storage import s3_properties
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
@@ -68,5 +69,5 @@ def test_full_stack_settings_parse() -> None:
     env = {k: re.sub(r"\$\{[A-Z_]+:\?Variable not set\}", "real-secret", v) for k, v in env.items()}
     settings = Settings(**env)  # type: ignore[arg-type]
     assert settings.uses_s3 and settings.dbt_target == "postgres"
-    assert settings.s3_properties()["s3.endpoint"] == "http://minio:9000"
+    assert s3_properties(settings)["s3.endpoint"] == "http://minio:9000"
     assert Path(str(settings.home)) == Path("/data/lab")

@@ -13,11 +13,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from fingerprints import lake_fingerprint
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
+from core.errors import BadRowsError, DeclarationError, LabError, SchemaMismatchError
+from core.settings import Settings
 from ingestion.declarations import SourceDeclaration, load_declarations
-from ingestion.errors import BadRowsError, DeclarationError, LabError, SchemaMismatchError
 from ingestion.loader import (
     _commit_with_retry,
     _data_files_in,
@@ -25,12 +27,10 @@ from ingestion.loader import (
     _ensure_table,
     _evolve_schema,
     _project,
-    content_checksum,
     ingest,
 )
 from ingestion.status import lake_status, quarantined_rows
 from ingestion.storage import ObjectStore, open_catalog
-from lab.settings import Settings
 
 EVENTS_DECLARATION = """
 name: events
@@ -134,7 +134,7 @@ def test_loading_a_month_ten_times_changes_nothing(any_settings: Settings) -> No
     for _ in range(10):
         result = ingest(decl, any_settings, partition="2013-03")
         table = catalog.load_table("raw.weather")
-        checksums.add(content_checksum(table))
+        checksums.add(lake_fingerprint(table))
         counts.add(table.scan().count())
         assert result.rows_loaded == 2_230
     assert counts == {26_115}

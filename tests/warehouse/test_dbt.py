@@ -13,10 +13,10 @@ import pyarrow.csv as pacsv
 import pytest
 from fingerprints import fingerprint
 
+from core.settings import Settings
 from ingestion.declarations import load_declarations
-from lab.settings import Settings
-from transform.dbt import mart_relations, run_dbt, target_dir
-from transform.warehouse import query
+from warehouse.dbt import mart_relations, run_dbt, target_dir
+from warehouse.query import query
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,7 @@ def test_build_passes_on_duckdb(duckdb_built: Settings) -> None:
     assert kinds["model"] >= 14 and kinds["test"] >= 50 and kinds["unit_test"] == 2
 
 
+@pytest.mark.integration
 def test_build_passes_on_postgres(postgres_built: Settings) -> None:
     kinds = _ok(postgres_built)
     assert kinds["model"] >= 14 and kinds["test"] >= 50 and kinds["unit_test"] == 2
@@ -55,6 +56,7 @@ def test_source_freshness_passes(duckdb_built: Settings) -> None:
     assert result.count("source", "pass") == 5
 
 
+@pytest.mark.integration
 def test_marts_hold_the_same_rows_on_both_targets(duckdb_built: Settings, postgres_built: Settings) -> None:
     marts = mart_relations(duckdb_built)
     assert set(marts) == set(mart_relations(postgres_built))
@@ -160,7 +162,7 @@ def test_lineage_runs_from_raw_to_the_api(duckdb_built: Settings) -> None:
 
 
 def test_docs_site_renders_the_lineage_graph(duckdb_built: Settings, tmp_path: Path) -> None:
-    from transform.docs import lineage_url, render
+    from warehouse.docs import lineage_url, render
 
     run_dbt(duckdb_built, ["docs", "generate", "--static"])
     site = target_dir(duckdb_built) / "static_index.html"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.settings import get_settings
 from lab.cli import EXIT_QUALITY_GATE, EXIT_USER_ERROR, app
-from lab.settings import get_settings
 
 runner = CliRunner()
 

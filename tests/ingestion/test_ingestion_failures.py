@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from fingerprints import lake_fingerprint
 
 import ingestion.loader as loader
+from core.settings import Settings
 from ingestion.declarations import load_declarations
-from ingestion.loader import content_checksum, ingest
+from ingestion.loader import ingest
 from ingestion.storage import open_catalog
-from lab.settings import Settings
 
 # The child loads one month and, once its data files are written, stops right
 # before the commit (announcing it through a marker file) so it can be killed there.
@@ -26,7 +27,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     import ingestion.loader as loader
     from ingestion.declarations import load_declarations
-    from lab.settings import Settings
+    from core.settings import Settings
 
     marker = Path(sys.argv[2])
     real_commit = loader._commit_with_retry
@@ -52,7 +53,7 @@ def test_sigkill_before_commit_leaves_previous_snapshot(local_settings: Settings
     ingest(decl, local_settings)
     catalog = open_catalog(local_settings)
     before = catalog.load_table("raw.weather")
-    checksum_before = content_checksum(before)
+    checksum_before = lake_fingerprint(before)
     files_before = _parquet_files(local_settings)
 
     marker = tmp_path / "ready"
@@ -71,13 +72,13 @@ def test_sigkill_before_commit_leaves_previous_snapshot(local_settings: Settings
     assert after.metadata_location == before.metadata_location
     assert after.current_snapshot() == before.current_snapshot()
     assert after.scan().count() == 26_115
-    assert content_checksum(after) == checksum_before
+    assert lake_fingerprint(after) == checksum_before
 
     result = ingest(decl, local_settings, partition="2013-03")  # the next run completes
     assert result.rows_loaded == 2_230
     final = catalog.load_table("raw.weather")
     assert len(final.snapshots()) == 2
-    assert content_checksum(final) == checksum_before
+    assert lake_fingerprint(final) == checksum_before
 
 
 def test_concurrent_commit_is_retried(any_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

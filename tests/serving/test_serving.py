@@ -6,12 +6,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from lab.settings import Settings
+from core.settings import Settings
 from ml.data import prepare
 from ml.registry import promote
 from serving.app import create_app
-from transform.dbt import mart_relations
-from transform.warehouse import query
+from warehouse.dbt import mart_relations
+from warehouse.query import query
 
 pytestmark = pytest.mark.slow
 
@@ -212,7 +212,8 @@ def test_new_champion_is_served_without_restart(served) -> None:  # type: ignore
     import mlflow
     from pydantic import SecretStr
 
-    from ml.train import CHAMPION, train
+    from core.names import CHAMPION
+    from ml.train import train
 
     settings, good = served
     settings = settings.model_copy(update={"admin_token": SecretStr("s3cret-token")})

@@ -1,0 +1,74 @@
+"""The one way into the warehouse: DuckDB connections whose extensions come from local wheels.
+
+DuckDB is the embedded warehouse itself, and also the engine that reads the
+Postgres warehouse (its postgres extension) and the Iceberg lake (its iceberg
+extension). Extensions ship as PyPI wheels (``duckdb-extension-<name>``) and are
+installed from those files, never downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import duckdb
+
+from core.errors import LabError
+from core.settings import Settings
+
+EXTENSIONS = ("avro", "iceberg", "postgres")
+
+
+def _extension_file(name: str) -> Path:
+    """The extension binary shipped in the ``duckdb-extension-<name>`` wheel."""
+    package = f"duckdb_extension_{name}"
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LabError(f"the DuckDB extension package {package} is not installed; run `make install`")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(root.glob(f"extensions/*/{name}.duckdb_extension"))
+    if not found:
+        raise LabError(f"{package} ships no extension binary under {root}")
+    return found[-1]
+
+
+def duckdb_connect(
+    settings: Settings, path: Path | str | None = None, *, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose extensions come from local wheels, never the network."""
+    ext_dir = settings.duckdb_extension_directory
+    assert ext_dir is not None
+    ext_dir.mkdir(parents=True, exist_ok=True)
+    target = str(path) if path is not None else ":memory:"
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _release_in_process_dbt()
+    conn = duckdb.connect(
+        target,
+        read_only=read_only,
+        config={"extension_directory": str(ext_dir), "autoinstall_known_extensions": False},
+    )
+    for name in EXTENSIONS:
+        installed = ext_dir.glob(f"v*/*/{name}.duckdb_extension")
+        if not any(installed):
+            conn.execute(f"install '{_extension_file(name)}'")
+    return conn
+
+
+def _release_in_process_dbt() -> None:
+    """Close the DuckDB handle an in-process dbt run left open, if any.
+
+    dbt-duckdb keeps its connection after an in-process invocation (Cosmos's
+    DBT_RUNNER mode inside ``airflow dags test``, where every task shares one
+    process); DuckDB then refuses a second connection to the same file with
+    other settings. A real worker runs each task in its own process, where this
+    finds nothing to do.
+    """
+    manager = sys.modules.get("dbt.adapters.duckdb.connections")
+    if manager is None:
+        return
+    cls = manager.DuckDBConnectionManager
+    if cls._ENV is not None:
+        cls._ENV.close()
+        cls.close_all_connections()
