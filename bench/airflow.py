@@ -18,8 +18,7 @@ state a monthly run finds):
   runs succeed; then where that span went, step by step (the wait before each
   step is scheduling: the scheduler noticing, queueing, forking the task).
 
-Both start from copies of the same home. Goal: Airflow <= 1.5x of ``lab``
-(Cosmos's docs show local mode at 4.5-6x a plain ``dbt build``).
+Both start from copies of the same home. Goal: Airflow <= 1.5x of ``lab``.
 
 Run: ``.venv/bin/python bench/airflow.py [--scheduler]``.
 """
@@ -107,7 +106,7 @@ def airflow_scheduled(settings: Settings) -> tuple[float, float]:
     The span runs from ``flights_monthly`` starting to ``train_and_promote``
     ending, read from Airflow's run records: what a run the scheduler starts on
     its own costs. The wall time adds this script's ``airflow dags trigger``
-    (a CLI process, ~5 s) and its 5 s polling.
+    (a CLI process) and its 5 s polling.
     """
     print(
         f"Airflow, scheduled run under `airflow standalone` (LocalExecutor), Cosmos {settings.airflow_dbt_mode} mode:"

@@ -7,7 +7,7 @@ Prints, in one run:
   stay unique and every test still runs);
 - the cost of reading the lake in place: the same query over
   ``iceberg_scan(<current metadata>)`` against DuckDB ``read_parquet`` over the
-  same data files, best of N (goal <= 1.5x; duckdb-iceberg issue 419 reports 9x);
+  same data files, best of N (goal <= 1.5x);
 - dbt's overhead per node: build wall time minus the time nodes spent in the
   database, divided by the number of nodes.
 

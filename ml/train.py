@@ -212,7 +212,7 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
             # MLflow 3 saves sklearn models with skops, which loads only listed types.
             # These are scikit-learn's own, from a model this process just fitted.
             skops_trusted_types=TRUSTED_TYPES,
-            # Named outright: inferring them makes MLflow shell out to uv and pip (~10 s).
+            # Named outright: inferring them makes MLflow shell out to uv and pip, for seconds.
             pip_requirements=_requirements(),
         )
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)

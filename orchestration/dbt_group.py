@@ -17,13 +17,13 @@ Either way a failure turns one model's task red, and:
   parsing a DAG file never starts dbt (a missing manifest is made once with
   ``dbt parse``).
 - ``InvocationMode.DBT_RUNNER``: dbt runs inside the task process, not as a
-  subprocess per task (about 2.8x faster, DESIGN.md).
+  subprocess per task, which would start an interpreter and import dbt again.
 - DuckDB allows one writing process: every task that opens the warehouse file
   runs in the ``duckdb`` pool of one slot (``WAREHOUSE_POOL``), ML tasks too.
   On Postgres (many writers) `lab` gives the pool four slots.
 - The run's month reaches the incremental models as the ``month`` var.
 - ``emit_datasets=False``: Cosmos would declare every model's table as an Airflow
-  asset (~0.25 s per task). The DAGs hand over through one asset, the marts
+  asset, a metadata write in every task. The DAGs hand over through one asset, the marts
   (``orchestration.assets``), and the dbt docs site holds the model lineage.
 """
 

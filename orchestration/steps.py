@@ -50,9 +50,10 @@ def import_skops_quietly() -> None:
     At import, skops looks up the module of every scipy ufunc by scanning all of
     ``sys.modules`` (pickle's ``whichmodule``). Inside a task that includes
     Airflow's deprecated-module shims, which answer each lookup with a
-    DeprecatedImportWarning: ~1,200 lines in every ML task's log, spread over
-    ~11 s of it (measured). Imported here with those warnings off, the log
-    holds only what the task says.
+    DeprecatedImportWarning: over a thousand lines in every ML task's log.
+    Imported here with those warnings off, the log holds only what the task
+    says (``tests/orchestration/test_airflow.py`` checks the scheduler's
+    warm start for that warning).
     """
     import sys
     import warnings

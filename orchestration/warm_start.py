@@ -3,12 +3,12 @@
 LocalExecutor forks its workers from the scheduler, and each task process from
 a worker, so a module the scheduler imported once costs a task nothing. A task
 otherwise pays its imports in full, and on two cores while its neighbours pay
-theirs (measured in task logs of a scheduled run):
+theirs (``bench/airflow.py --scheduler`` prints each step's time):
 
-- every task parses its DAG file first: Cosmos (~0.4 s alone, ~1.2 s beside
-  five other tasks starting), 33 tasks of a watcher-mode month;
-- a Cosmos task with ``InvocationMode.DBT_RUNNER`` imports dbt (~2.5 s);
-- ``train`` and ``promote`` import MLflow, scikit-learn and skops (~4.7 s each);
+- every task parses its DAG file first, which imports Cosmos: 33 tasks in a
+  watcher-mode month;
+- a Cosmos task with ``InvocationMode.DBT_RUNNER`` imports dbt;
+- ``train`` and ``promote`` import MLflow, scikit-learn and skops;
 - ``ingest`` imports pyiceberg and pyarrow.
 
 The DAG processor forks a process per DAG file it parses, so it gets the
