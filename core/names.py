@@ -1,7 +1,7 @@
 """Names that several packages must spell the same way: tables, the model, aliases, pools, tags.
 
-A value that must also agree with SQL (the dbt project) or with a file
-(``compose.yaml``) is checked against it by ``tests/core/test_core.py``.
+A value that the dbt project spells too (the served model and its alias, in
+the exposures) is checked against it by ``tests/core/test_core.py``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,9 +147,14 @@ class Settings(BaseSettings):
         return is_s3(self.warehouse_uri) or is_s3(self.landing_uri)
 
     def pg_url(self, database: str | None = None) -> str:
-        """libpq URL of the Postgres warehouse (or another database on its server)."""
+        """libpq URL of the Postgres warehouse (or another database on its server).
+
+        User and password are percent-encoded: a password holding ``@``, ``:`` or
+        ``/`` would otherwise change which host the URL names.
+        """
         password = self.pg_password.get_secret_value()
-        auth = f"{self.pg_user}:{password}" if password else self.pg_user
+        user = quote(self.pg_user, safe="")
+        auth = f"{user}:{quote(password, safe='')}" if password else user
         return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
 
     def to_env(self) -> dict[str, str]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import pandas as pd
 
 from core.errors import LabError
 from core.names import CHALLENGER, CHAMPION, TAG_PREFIX, TAG_PROMOTION_DECISION, TAG_PROMOTION_REASON
 from core.settings import Settings
+from ml.artifacts import ModelRefused, load_model
 from ml.data import read_mart, split, window
 from ml.tracking import configure_mlflow
 from ml.train import score
@@ -59,23 +61,14 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
     )
     data = split(frame, settings.eval_months)
     x, y = data.xy(held_out)
-    candidate_auc = score(mlflow.sklearn.load_model(f"models:/{name}/{candidate.version}"), x, y)["roc_auc"]
-
     champion_auc: float | None = None
-    if champion is None:
-        promoted, reason = True, "no champion yet"
-    elif champion.version == candidate.version:
-        promoted, reason = False, "already champion"
-        champion_auc = candidate_auc
+    try:
+        candidate_auc = score(load_model(f"models:/{name}/{candidate.version}").pipeline, x, y)["roc_auc"]
+    except ModelRefused as refused:
+        # Recorded like any rejection: the gate decided, nothing of the artifact ran.
+        candidate_auc, promoted, reason = float("nan"), False, f"model refused: {refused}"
     else:
-        champion_model = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
-        champion_auc = score(champion_model, x, y)["roc_auc"]
-        promoted = candidate_auc >= champion_auc + settings.promotion_margin
-        verdict = "beats" if promoted else "does not beat"
-        reason = (
-            f"ROC AUC {candidate_auc:.4f} {verdict} champion v{champion.version} "
-            f"{champion_auc:.4f} + margin {settings.promotion_margin}"
-        )
+        promoted, reason, champion_auc = _judge(settings, candidate.version, candidate_auc, champion, x, y)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, candidate.version)
     tags = {
@@ -99,6 +92,29 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
         margin=settings.promotion_margin,
         reason=reason,
     )
+
+
+def _judge(
+    settings: Settings, version: str, candidate_auc: float, champion: Any, x: pd.DataFrame, y: Any
+) -> tuple[bool, str, float | None]:
+    """(promote?, why, the champion's score) for a candidate that loaded and scored."""
+    if champion is None:
+        return True, "no champion yet", None
+    if champion.version == version:
+        return False, "already champion", candidate_auc
+    try:
+        champion_model = load_model(f"models:/{settings.model_name}/{champion.version}").pipeline
+    except ModelRefused as refused:
+        # A champion that may not be loaded cannot be served either: any sound candidate replaces it.
+        return True, f"champion v{champion.version} refused ({refused})", None
+    champion_auc = score(champion_model, x, y)["roc_auc"]
+    promoted = candidate_auc >= champion_auc + settings.promotion_margin
+    verdict = "beats" if promoted else "does not beat"
+    reason = (
+        f"ROC AUC {candidate_auc:.4f} {verdict} champion v{champion.version} "
+        f"{champion_auc:.4f} + margin {settings.promotion_margin}"
+    )
+    return promoted, reason, champion_auc
 
 
 def champion_summary(settings: Settings) -> dict[str, object]:

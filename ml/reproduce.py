@@ -17,6 +17,7 @@ from core.checksum import checksum
 from core.errors import LabError
 from core.names import TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import Settings
+from ml.artifacts import load_model
 from ml.data import DATE, LABEL, read_mart, window
 from ml.tracking import configure_mlflow
 from ml.train import score
@@ -87,7 +88,7 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     train_part = frame[frame[DATE] < eval_start]
     eval_part = window(frame, eval_start, eval_end)
     features = [f for f in (params["categorical_features"] + "," + params["numeric_features"]).split(",") if f]
-    model = mlflow.sklearn.load_model(tags[TAG_MODEL_URI])
+    model = load_model(tags[TAG_MODEL_URI]).pipeline
     rebuilt = score(model, eval_part[features], eval_part[LABEL].to_numpy(dtype=int))
     return Reproduction(
         run_id=run_id,

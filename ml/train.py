@@ -26,18 +26,13 @@ from core.checksum import checksum
 from core.names import CHALLENGER, TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
 from ml import model as factories
+from ml.artifacts import TRUSTED_TYPES
 from ml.data import LABEL, TrainingSet, read_mart, split
 from ml.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
 
 ModelKind = Literal["gbm", "baseline"]
-TRUSTED_TYPES = [
-    "functools.partial",
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-]
 
 
 @dataclass
@@ -209,8 +204,8 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
             input_example=example,
             registered_model_name=settings.model_name,
             pyfunc_predict_fn="predict_proba",
-            # MLflow 3 saves sklearn models with skops, which loads only listed types.
-            # These are scikit-learn's own, from a model this process just fitted.
+            # skops, never pickle: loading (ml/artifacts.py) trusts exactly these types.
+            serialization_format="skops",
             skops_trusted_types=TRUSTED_TYPES,
             # Named outright: inferring them makes MLflow shell out to uv and pip, for seconds.
             pip_requirements=_requirements(),

@@ -9,13 +9,18 @@ installed from those files, never downloaded at run time.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import psycopg
 
 from core.errors import LabError
 from core.settings import Settings
+from core.uris import redact
 
 EXTENSIONS = ("avro", "iceberg", "postgres")
 
@@ -72,3 +77,33 @@ def _release_in_process_dbt() -> None:
     if cls._ENV is not None:
         cls._ENV.close()
         cls.close_all_connections()
+
+
+def attach_postgres(conn: duckdb.DuckDBPyConnection, settings: Settings, *, read_only: bool) -> None:
+    """Attach the Postgres warehouse to ``conn`` as ``pg``.
+
+    Raises:
+        LabError: the server cannot be reached or refuses; DuckDB's message
+            repeats the connection string, so its password is redacted first.
+    """
+    mode = ", read_only" if read_only else ""
+    try:
+        conn.execute("load postgres")
+        conn.execute(f"attach '{settings.pg_url()}' as pg (type postgres{mode})")
+    except duckdb.Error as exc:
+        raise LabError(f"the Postgres warehouse is unavailable: {redact(str(exc))}") from None
+
+
+@contextmanager
+def pg_connection(settings: Settings, database: str | None = None, *, autocommit: bool = False) -> Iterator[Any]:
+    """A psycopg connection to the Postgres warehouse (or another database on its server).
+
+    Raises:
+        LabError: the connection failed (the message carries no password).
+    """
+    try:
+        conn = psycopg.connect(settings.pg_url(database), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise LabError(f"the Postgres warehouse is unavailable: {redact(str(exc))}") from None
+    with conn:
+        yield conn

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
 from psycopg import sql
 
 from core.errors import LabError
@@ -22,7 +21,7 @@ from core.names import QUARANTINE_TABLE
 from core.settings import Settings
 from ingestion.storage import open_catalog
 from warehouse import snapshots
-from warehouse.connection import duckdb_connect
+from warehouse.connection import attach_postgres, duckdb_connect, pg_connection
 from warehouse.snapshots import PublishedTable
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def _publish_duckdb(settings: Settings, tables: list[PublishedTable]) -> None:
 
 def ensure_pg_database(settings: Settings) -> None:
     """Create the warehouse database on the server if it is missing."""
-    with psycopg.connect(settings.pg_url("postgres"), autocommit=True) as conn:
+    with pg_connection(settings, "postgres", autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (settings.pg_database,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.pg_database)))
@@ -81,8 +80,7 @@ def _publish_postgres(settings: Settings, tables: list[PublishedTable]) -> None:
     ensure_pg_database(settings)
     catalog = open_catalog(settings)
     with duckdb_connect(settings) as duck:
-        duck.execute("load postgres")
-        duck.execute(f"attach '{settings.pg_url()}' as pg (type postgres)")
+        attach_postgres(duck, settings, read_only=False)
         duck.execute("create schema if not exists pg.raw")
         for table in tables:
             stage = f"_stage_{table.name}"
@@ -94,7 +92,7 @@ def _publish_postgres(settings: Settings, tables: list[PublishedTable]) -> None:
             duck.unregister("batches")
         duck.execute("detach pg")
     # Swap every staged table in at once, with the snapshot record, in one transaction.
-    with psycopg.connect(settings.pg_url()) as conn:
+    with pg_connection(settings) as conn:
         for table in tables:
             final, staged = sql.Identifier(table.name), sql.Identifier(f"_stage_{table.name}")
             conn.execute(sql.SQL("drop table if exists raw.{} cascade").format(final))

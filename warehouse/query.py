@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from core.settings import Settings
-from warehouse.connection import duckdb_connect
+from warehouse.connection import attach_postgres, duckdb_connect
 
 
 def query(settings: Settings, sql: str) -> pa.Table:
@@ -18,8 +18,7 @@ def query(settings: Settings, sql: str) -> pa.Table:
         with duckdb_connect(settings, settings.duckdb_path, read_only=True) as conn:
             return conn.sql(sql).to_arrow_table()
     with duckdb_connect(settings) as conn:
-        conn.execute("load postgres")
-        conn.execute(f"attach '{settings.pg_url()}' as pg (type postgres, read_only)")
+        attach_postgres(conn, settings, read_only=True)
         conn.execute("use pg")
         return conn.sql(sql).to_arrow_table()
 

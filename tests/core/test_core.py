@@ -9,13 +9,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from core import retry
 from core.checksum import checksum
 from core.errors import LabError
 from core.months import month_index, month_label
 from core.names import CHAMPION, MODEL_NAME
-from core.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT, Settings
+from core.uris import redact
 
 
 def test_checksum_ignores_row_order_but_not_duplicates() -> None:
@@ -113,3 +115,34 @@ def test_serving_looks_weather_back_as_far_as_dbt() -> None:
 
     project = yaml.safe_load((PROJECT_ROOT / "dbt_project/dbt_project.yml").read_text())
     assert project["vars"]["weather_lookback_hours"] == WEATHER_LOOKBACK_HOURS
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('Unable to connect at "postgresql://lab:s3cr%40t@db:5432/lab": refused', "s3cr%40t"),
+        ("sqlalchemy: postgresql+psycopg2://ingest:hunter2@postgres/lab failed", "hunter2"),
+        ("connection to 'host=db user=lab password=hunter2 dbname=lab' failed", "hunter2"),
+        ("conninfo host=db password='two words' port=5432", "two words"),
+    ],
+)
+def test_redact_removes_passwords_and_keeps_the_rest(text: str, secret: str) -> None:
+    redacted = redact(text)
+    assert secret not in redacted
+    assert "***" in redacted and ("db" in redacted or "postgres" in redacted)
+
+
+def test_redact_leaves_urls_without_passwords_alone() -> None:
+    text = "s3://lab/warehouse and http://mlflow:5000 and postgresql://postgres@127.0.0.1:5432/lab"
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize("password", ["p@ss:w/rd?#%", "plain", "ünïcødé sp ace"])
+def test_pg_url_survives_any_password(password: str) -> None:
+    """libpq reads back exactly the password that was set: none of its characters changes the URL's meaning."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    settings = Settings(home=PROJECT_ROOT / ".lab", pg_user="us@er", pg_password=SecretStr(password), pg_host="db")
+    parsed = conninfo_to_dict(settings.pg_url())
+    assert parsed["password"] == password and parsed["user"] == "us@er"
+    assert parsed["host"] == "db" and parsed["dbname"] == settings.pg_database

@@ -71,3 +71,20 @@ def test_full_stack_settings_parse() -> None:
     assert settings.uses_s3 and settings.dbt_target == "postgres"
     assert s3_properties(settings)["s3.endpoint"] == "http://minio:9000"
     assert Path(str(settings.home)) == Path("/data/lab")
+
+
+def test_the_image_runs_as_a_user_who_is_not_root() -> None:
+    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, flags=re.MULTILINE)
+    assert users and users[-1] not in {"root", "0", "0:0"}
+
+
+def test_the_build_context_leaves_out_secrets_state_and_history() -> None:
+    """`COPY . .` must never carry .env, the embedded state or the git history into an image."""
+    ignored = {
+        line.strip()
+        for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".lab/", ".git/", ".venv/"} <= ignored
+    assert "!.env.example" in ignored  # the template is harmless and documents the variables

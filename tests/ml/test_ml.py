@@ -83,6 +83,33 @@ def test_a_worse_model_is_registered_but_not_promoted(trained: tuple[Settings, T
     assert float(tags["lab.promotion.champion_auc"]) == pytest.approx(decision.champion_auc)
 
 
+def test_a_challenger_that_would_run_code_is_rejected_unloaded(
+    trained: tuple[Settings, TrainResult], tmp_path: Path
+) -> None:
+    import mlflow
+    from test_artifacts import RunsACommand
+
+    settings, good = trained
+    promote(settings, good.model_version)
+    client = mlflow.MlflowClient()
+    champion = str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
+    marker = tmp_path / "pwned"
+    params = client.get_run(good.run_id).data.params
+    with mlflow.start_run():
+        mlflow.log_params({"eval_start": params["eval_start"], "eval_end": params["eval_end"]})
+        info = mlflow.sklearn.log_model(
+            RunsACommand(marker),
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=[],
+            registered_model_name=settings.model_name,
+        )
+    decision = promote(settings, str(info.registered_model_version))
+    assert not decision.promoted and decision.reason.startswith("model refused:")
+    assert not marker.exists()
+    assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == champion
+
+
 def _late_june(tmp_path: Path) -> Path:
     """A corrected June file: every June departure reported 60 minutes later."""
     source = load_declarations()["flights"].input_files()[0]

@@ -6,6 +6,8 @@ under temporary homes; Airflow is started here, never mocked.
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 from fingerprints import mart_fingerprints
 
@@ -168,6 +170,9 @@ def test_backfill_of_three_months_equals_one_run(
         runs = af.wait_for_runs(settings, "flights_monthly", 3)
     assert sorted(r["logical_date"][:7] for r in runs) == ["2013-01", "2013-02", "2013-03"]
     assert mart_fingerprints(settings) == mart_fingerprints(pipeline_home)
+    # The password Airflow generated is readable by its owner only.
+    assert af.admin_password(settings)
+    assert stat.S_IMODE(af.passwords_file(settings).stat().st_mode) == 0o600
 
 
 @pytest.mark.slow
