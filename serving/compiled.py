@@ -2,12 +2,13 @@
 
 Why: scikit-learn's ``HistGradientBoostingClassifier.predict_proba`` walks its
 trees one Python call at a time (an OpenMP region each), and the Pipeline in
-front of it builds a pandas frame. For one row and ~500 trees that is ~20 ms,
-all of it overhead. Here every node of every tree lives in one set of arrays,
-leaves point at themselves, and a row descends all trees together in
+front of it builds a pandas frame. For one row and hundreds of trees nearly
+all of that time is overhead. Here every node of every tree lives in one set of
+arrays, leaves point at themselves, and a row descends all trees together in
 ``max_depth`` vectorised steps: the same fitted model, the same arithmetic
-(tests compare it with ``predict_proba`` on the whole evaluation set), about
-two orders of magnitude less time per request.
+(a test compares it with ``predict_proba`` on the mart's rows), in a fraction of
+the time (``bench/serve.py`` sets the API against ``mlflow models serve`` on the
+same model version).
 
 Only the pipeline shape ``ml.model.gradient_boosting`` builds is compiled
 (ordinal-encoded categoricals + passthrough numerics → binary HGB);

@@ -43,7 +43,8 @@ HISTORY_COLUMNS = (
     "route_carrier_late_share",
 )
 PLANE_COLUMNS = ("plane_seat_count", "plane_engine_count", "plane_engine_type", "plane_manufacturer")
-WEATHER_LOOKBACK_HOURS = 3  # dbt var weather_lookback_hours
+# The dbt var weather_lookback_hours; a test checks it against dbt_project.yml's value.
+WEATHER_LOOKBACK_HOURS = 3
 
 
 class FeatureError(ValueError):

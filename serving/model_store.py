@@ -33,8 +33,8 @@ class ServedModel:
     lineage: dict[str, str]
     compiled: CompiledModel | None = None  # the same trees, walked without per-tree overhead
 
-    # Up to this many rows the compiled walk wins; above it sklearn's
-    # multithreaded per-tree loop amortises its fixed ~12 ms (bench/serve.py).
+    # Small batches take the compiled walk; larger ones go to sklearn, whose
+    # multithreaded per-tree loop spreads its fixed per-call cost over many rows.
     COMPILED_MAX_ROWS = 32
 
     @property

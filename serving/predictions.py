@@ -1,0 +1,82 @@
+"""The prediction step: features per flight, one model version, every answer logged."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+
+from serving.features import FeatureError, OnlineFeatures
+from serving.model_store import ServedModel
+from serving.prediction_log import PredictionLog, log_row
+from serving.schemas import FlightRequest, ModelRef, Prediction
+
+
+def predict_flights(
+    flights: list[FlightRequest],
+    served: ServedModel,
+    features: OnlineFeatures,
+    log: PredictionLog,
+    threshold: float,
+) -> list[Prediction]:
+    """Score ``flights`` with one model version and one feature snapshot, queueing a log row per answer.
+
+    Raises:
+        RequestValidationError: a flight names an unknown carrier or airport, or an
+            impossible time (answered with 422, located in the request body).
+    """
+    rows, missing, departures = [], [], []
+    for index, flight in enumerate(flights):
+        try:
+            row, absent, departure = features.assemble(flight)
+        except FeatureError as exc:
+            loc = ["body", *(["flights", index] if len(flights) > 1 else []), exc.field]
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": loc, "msg": str(exc), "input": exc.value}]
+            ) from None
+        rows.append(row)
+        missing.append(absent)
+        departures.append(departure)
+    probabilities = served.predict_proba(rows)
+    now = datetime.now(UTC)
+    out = []
+    for flight, row, absent, departure, probability in zip(
+        flights, rows, missing, departures, probabilities, strict=True
+    ):
+        prediction_id = str(uuid.uuid4())
+        p = float(probability)
+        log.record(
+            log_row(
+                prediction_id,
+                now,
+                served.name,
+                served.version,
+                flight.model_dump(),
+                departure,
+                {k: _jsonable(v) for k, v in row.items()},
+                absent,
+                p,
+                p >= threshold,
+            )
+        )
+        out.append(
+            Prediction(
+                prediction_id=prediction_id,
+                probability=p,
+                is_delayed=p >= threshold,
+                threshold=threshold,
+                model=ModelRef(name=served.name, version=served.version),
+                scheduled_departure_utc=departure,
+                missing_features=absent,
+            )
+        )
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN as None, so the logged features are valid JSON."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value
