@@ -6,7 +6,10 @@ Prints, in one run on this machine:
   API (feature lookup and prediction logging included) at concurrency 1 and 16;
 - the same for ``mlflow models serve --env-manager local`` on the same model
   version, given the same feature rows the API assembled (``/invocations``);
-- in-process feature lookup latency (``OnlineFeatures.assemble``), p50/p99.
+- in-process feature lookup latency (``OnlineFeatures.assemble``), p50/p99;
+- in-process scoring of batches of 1 to 128 flights, p50 per call: the
+  champion's trees compiled to arrays against scikit-learn's ``predict_proba``
+  (where the API switches from one to the other).
 
 Both servers run one worker process; the same Python client drives both, so its
 own overhead is in both columns. Goals: >= 3x MLflow's throughput, p99 <= 5 ms
@@ -124,6 +127,46 @@ def mlflow_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     raise TimeoutError("mlflow models serve did not start")
 
 
+def scoring_costs(settings: Settings, rows: list[dict[str, Any]], repeats: int = 30) -> None:
+    """p50 ms per call of the compiled walk and of sklearn, for growing batches of real feature rows."""
+    import pandas as pd
+
+    from serving.model_store import ModelStore
+
+    store = ModelStore(settings)
+    store.reload()
+    served = store.current
+    assert served.compiled is not None, "the champion has no compiled form"
+    compiled = served.compiled
+
+    def sklearn(batch: list[dict[str, Any]]) -> Any:
+        frame = pd.DataFrame(batch, columns=served.features)
+        frame[served.numeric] = frame[served.numeric].astype("float64")
+        frame[served.categorical] = frame[served.categorical].astype("object")
+        return served.model.predict_proba(frame)[:, 1]
+
+    def walk(batch: list[dict[str, Any]]) -> Any:
+        return compiled.predict_proba(compiled.encode(batch, served.categorical, served.numeric))
+
+    print(
+        f"\nscoring in process, p50 ms per call over {repeats} calls (API: compiled up to "
+        f"{served.COMPILED_MAX_ROWS} rows)\n"
+    )
+    print(f"{'rows':>5} {'compiled':>9} {'sklearn':>9}")
+    for size in (1, 8, 32, 128):
+        batch = rows[:size]
+        times = {}
+        for name, score in (("compiled", walk), ("sklearn", sklearn)):
+            score(batch)  # warm
+            samples = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                score(batch)
+                samples.append(time.perf_counter() - started)
+            times[name] = statistics.median(samples) * 1e3
+        print(f"{size:>5} {times['compiled']:>9.2f} {times['sklearn']:>9.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=ROOT / ".lab")
@@ -149,11 +192,13 @@ def main() -> None:
     columns = [c for c in run.data.params["categorical_features"].split(",") if c] + numeric
     invocations = []
     lookup_times = []
+    feature_rows = []
     for body in requests:
         flight = FlightRequest.model_validate(body)
         started = time.perf_counter()
         row, _, _ = features.assemble(flight)
         lookup_times.append(time.perf_counter() - started)
+        feature_rows.append(row)
         values = [float(row[c]) if c in numeric and row[c] is not None else row[c] for c in columns]
         invocations.append({"dataframe_split": {"columns": columns, "data": [values]}})
     for _ in range(20):  # steadier lookup percentiles
@@ -190,6 +235,7 @@ def main() -> None:
         f"feature lookup in process: p50 {statistics.median(lookup_times) * 1e6:.0f} us,"
         f" p99 {percentile(lookup_times, 0.99) * 1e6:.0f} us (goal p99 <= 1 ms)"
     )
+    scoring_costs(settings, feature_rows)
 
 
 if __name__ == "__main__":
