@@ -23,7 +23,8 @@ violations as (
     from training
     inner join flights
         on training.flight_id = flights.flight_id
-    where training.weather_observed_at >= flights.scheduled_hour_at
+    where
+        training.weather_observed_at >= flights.scheduled_hour_at
         or training.weather_observed_at >= training.scheduled_departure_at
         or training.history_window_end_date >= training.flight_date
 )

@@ -17,7 +17,10 @@ weather as (
 
 lookback as (
     {%- for hours in range(1, var('weather_lookback_hours') + 1) %}
-    select {{ hours }} as hours_before{% if not loop.last %} union all{% endif %}
+        {%- if not loop.first %}
+            union all
+        {%- endif %}
+        select {{ hours }} as hours_before
     {%- endfor %}
 ),
 
@@ -56,7 +59,8 @@ candidates as (
 ),
 
 latest as (
-    select * from candidates where recency_rank = 1
+    select * from candidates
+    where recency_rank = 1
 ),
 
 final as (

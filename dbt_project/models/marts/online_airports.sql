@@ -18,10 +18,18 @@ unregistered as (
 ),
 
 final as (
-    select airport_code, airport_name, time_zone, true as is_in_registry
+    select
+        airport_code,
+        airport_name,
+        time_zone,
+        true as is_in_registry
     from airports
     union all
-    select airport_code, cast(null as varchar) as airport_name, cast(null as varchar) as time_zone, false as is_in_registry
+    select
+        airport_code,
+        cast(null as varchar) as airport_name,
+        cast(null as varchar) as time_zone,
+        false as is_in_registry
     from unregistered
 )
 

@@ -1,0 +1,13 @@
+{#-
+    A stable text key from natural-key columns, the same on every engine: md5 of the
+    columns cast to text, '|'-separated, with '∅' for null so a null and an empty
+    string give different keys. (dbt_utils.generate_surrogate_key is not installable
+    offline; md5 and varchar mean the same on DuckDB and Postgres.)
+-#}
+{% macro surrogate_key(columns) -%}
+    md5(
+        {%- for column in columns %}
+        coalesce(cast({{ column }} as varchar), '∅'){% if not loop.last %} || '|' ||{% endif %}
+        {%- endfor %}
+    )
+{%- endmacro %}

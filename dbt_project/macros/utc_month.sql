@@ -1,0 +1,15 @@
+{#-
+    'YYYY-MM' of a timestamp's UTC month: the `flight_month` key of incremental runs.
+    Postgres formats with to_char; DuckDB has no to_char and formats with strftime.
+-#}
+{% macro utc_month(ts) -%}
+    {{ return(adapter.dispatch('utc_month')(ts)) }}
+{%- endmacro %}
+
+{% macro default__utc_month(ts) -%}
+    to_char({{ ts }} at time zone 'UTC', 'YYYY-MM')
+{%- endmacro %}
+
+{% macro duckdb__utc_month(ts) -%}
+    strftime({{ ts }} at time zone 'UTC', '%Y-%m')
+{%- endmacro %}
