@@ -95,6 +95,9 @@ def mlflow_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
         **os.environ,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "PATH": f"{mlflow.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # The baseline loads the model MLflow's way (the artifact's own format and
+        # trusted types), which the lab turns off in its own processes.
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
     }
     process = subprocess.Popen(
         [
@@ -134,8 +137,7 @@ def scoring_costs(settings: Settings, rows: list[dict[str, Any]], repeats: int =
     from serving.model_store import ModelStore
 
     store = ModelStore(settings)
-    store.reload()
-    served = store.current
+    served = store.load(store.champion_version())
     assert served.compiled is not None, "the champion has no compiled form"
     compiled = served.compiled
 

@@ -44,6 +44,7 @@ class ModelArtifact:
     uri: str
     pipeline: Any  # a fitted sklearn Pipeline
     input_names: list[str]  # the logged signature's input columns, in order
+    example: list[dict[str, Any]]  # the logged input example: reference rows to score before serving
 
 
 def load_model(model_uri: str) -> ModelArtifact:
@@ -76,9 +77,10 @@ def load_model(model_uri: str) -> ModelArtifact:
         if untrusted:
             raise ModelRefused(f"{model_uri} holds types this project does not trust: {', '.join(untrusted[:5])}")
         pipeline = skops.io.load(path, trusted=TRUSTED_TYPES)
+        example = _example_rows(local, mlmodel)
     if not isinstance(pipeline, Pipeline):
         raise ModelRefused(f"{model_uri} is a {type(pipeline).__name__}, not a scikit-learn Pipeline")
-    return ModelArtifact(model_uri, pipeline, _input_names(mlmodel, model_uri))
+    return ModelArtifact(model_uri, pipeline, _input_names(mlmodel, model_uri), example)
 
 
 def _mlmodel(local: Path, model_uri: str) -> dict[str, Any]:
@@ -98,3 +100,16 @@ def _input_names(mlmodel: dict[str, Any], model_uri: str) -> list[str]:
         return [str(column["name"]) for column in json.loads(mlmodel["signature"]["inputs"])]
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelRefused(f"{model_uri} has no input signature ({exc!r})") from None
+
+
+def _example_rows(local: Path, mlmodel: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input example MLflow saved beside the model (JSON, pandas ``split`` orient), as rows."""
+    info = mlmodel.get("saved_input_example_info") or {}
+    path = (local / str(info.get("artifact_path", ""))).resolve()
+    if not info or not path.is_file() or not path.is_relative_to(local.resolve()):
+        return []
+    try:
+        data = json.loads(path.read_text())
+        return [dict(zip(data["columns"], row, strict=True)) for row in data["data"]]
+    except (KeyError, TypeError, ValueError):
+        return []

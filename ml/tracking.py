@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 from core.settings import Settings
 
 
 def configure_mlflow(settings: Settings) -> str:
-    """Point MLflow at the configured store; return the experiment id."""
+    """Point MLflow at the configured store; return the experiment id.
+
+    Also turns MLflow's pickle deserialisation off for this process: models
+    are loaded by ``ml.artifacts.load_model`` only, and any other path that
+    would unpickle an artifact (``mlflow.sklearn.load_model``, pyfunc) fails
+    instead of running what the artifact holds.
+    """
     import mlflow
+
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)

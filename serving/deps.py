@@ -3,57 +3,133 @@
 from __future__ import annotations
 
 import gc
+import logging
 import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
 
 from core.settings import Settings
+from ml.artifacts import ModelRefused
 from serving.features import OnlineFeatures
-from serving.model_store import ModelStore
+from serving.model_store import ModelStore, ServedModel
 from serving.prediction_log import PredictionLog
 from serving.predictions import predict_flights
 from serving.schemas import FlightRequest, Prediction, ReloadResult
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What answers a request: one model version and one feature set, swapped together."""
+
+    model: ServedModel
+    features: OnlineFeatures
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The last model version that was not allowed to serve, and why."""
+
+    version: str
+    reason: str
+    at: datetime
+
 
 class Services:
-    """The long-lived things a request needs; built once per app, started and stopped by its lifespan."""
+    """The long-lived things a request needs; built once per app, started and stopped by its lifespan.
+
+    A request reads ``snapshot`` once and uses that (model, features) pair for
+    everything it does, so every answer names the version that produced it.
+    A reload loads the new features and the new model first and then swaps
+    both in one assignment; reloads (the admin route, the alias poller) take
+    turns on one lock and never block a request.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.models = ModelStore(settings)
-        self.features: OnlineFeatures | None = None
+        self.snapshot: Snapshot | None = None
+        self.refusal: Refusal | None = None
         self.log: PredictionLog | None = None
+        self._reloading = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
     def start(self) -> None:
-        """Open the prediction log, load the online features and the champion, then follow the alias."""
+        """Open the prediction log, load the features and the champion, then follow the alias."""
         from ml.tracking import configure_mlflow
 
         configure_mlflow(self.settings)
         self.log = PredictionLog(self.settings.prediction_log_url)
-        self.features = OnlineFeatures.load(self.settings)
-        self.models.reload()
-        _settle_heap()
+        self.reload()
         if self.settings.serve_poll_seconds > 0:
-            self.models.start_polling(self.settings.serve_poll_seconds)
+            self._poller = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
+            self._poller.start()
 
     def stop(self) -> None:
         """Stop following the alias and drain the prediction log."""
-        self.models.stop()
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
         if self.log is not None:
             self.log.close()  # drains the buffer: nothing answered goes unlogged
 
-    def reload(self) -> ReloadResult:
-        """Load the champion (if it changed) and the latest online features now."""
-        old, new = self.models.reload()
-        self.features = OnlineFeatures.load(self.settings)
-        _settle_heap()
-        return ReloadResult(previous_version=old, version=new, features_version=self.features.version)
+    def reload(self, *, features: bool = True) -> ReloadResult:
+        """Load the champion (if it changed) and, with ``features``, the latest online features; swap both at once.
+
+        A champion that fails its checks is refused (logged, kept in
+        ``refusal``) and the version already serving goes on serving.
+        """
+        with self._reloading:
+            current = self.snapshot
+            new_features = OnlineFeatures.load(self.settings) if features or current is None else current.features
+            version = self.models.champion_version()
+            model = current.model if current is not None and current.model.version == version else None
+            if model is None and not (self.refusal is not None and self.refusal.version == version):
+                try:
+                    model = self.models.load(version)
+                except ModelRefused as refused:
+                    self.refusal = Refusal(version, str(refused), datetime.now(UTC))
+                    log.error("refused v%s: %s; still serving v%s", version, refused, _version(current))
+            model = model or (current.model if current is not None else None)
+            if model is not None:
+                self.snapshot = Snapshot(model, new_features)  # the one switch
+                _settle_heap()
+            if model is not None and current is not None and model is not current.model:
+                log.info("serving %s v%s (was v%s)", model.name, model.version, current.model.version)
+            return ReloadResult(
+                previous_version=_version(current),
+                version=model.version if model is not None else None,
+                features_version=new_features.version,
+            )
+
+    def _poll(self) -> None:
+        """Follow the champion alias in the background; keep serving whatever the registry does."""
+        while not self._stop.wait(self.settings.serve_poll_seconds):
+            try:
+                self.reload(features=False)
+            except Exception:
+                log.exception("champion poll failed; still serving v%s", _version(self.snapshot))
 
     def predict(self, flights: list[FlightRequest]) -> list[Prediction]:
-        """Answer for ``flights``: one read of the model and of the features serves the whole request."""
-        assert self.features is not None and self.log is not None
-        return predict_flights(flights, self.models.current, self.features, self.log, self.settings.decision_threshold)
+        """Answer for ``flights``: one read of the snapshot serves the whole request.
+
+        Raises:
+            HTTPException: 503 while no model may serve (none loaded yet, or refused).
+        """
+        snapshot = self.snapshot
+        if snapshot is None or self.log is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model is being served yet; see /ready")
+        return predict_flights(flights, snapshot.model, snapshot.features, self.log, self.settings.decision_threshold)
+
+
+def _version(snapshot: Snapshot | None) -> str | None:
+    return snapshot.model.version if snapshot is not None else None
 
 
 def _settle_heap() -> None:

@@ -45,6 +45,27 @@ HISTORY_COLUMNS = (
 PLANE_COLUMNS = ("plane_seat_count", "plane_engine_count", "plane_engine_type", "plane_manufacturer")
 # The dbt var weather_lookback_hours; a test checks it against dbt_project.yml's value.
 WEATHER_LOOKBACK_HOURS = 3
+SCHEDULE_COLUMNS = (
+    "carrier",
+    "origin",
+    "dest",
+    "month_of_year",
+    "day_of_week",
+    "departure_hour_local",
+    "departure_minute_of_day",
+)
+# Every feature `assemble` builds; a model may use any of them and nothing else.
+SERVED_FEATURES = frozenset(
+    (
+        *SCHEDULE_COLUMNS,
+        "has_plane_record",
+        "plane_age_years",
+        *PLANE_COLUMNS,
+        "weather_age_hours",
+        *WEATHER_COLUMNS,
+        *HISTORY_COLUMNS,
+    )
+)
 
 
 class FeatureError(ValueError):

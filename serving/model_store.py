@@ -1,20 +1,23 @@
-"""The served model: the registry's champion, swapped atomically when it changes.
+"""The served model: a registered version, loaded as data and checked before it may serve.
 
-A request reads ``store.current`` once and uses that (version, model) pair for
-everything it does, so every response names the version that produced it even
-while a new champion is being swapped in. Swapping is one reference assignment.
+Which version serves, and when it changes, is the services' business
+(``serving.deps``); this module loads one version and refuses it if it could
+not serve what this API builds.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from core.names import CHAMPION
+import numpy as np
+
+from core.names import CHAMPION, TAG_PREFIX
 from core.settings import Settings
+from ml.artifacts import ModelRefused, load_model
 from serving.compiled import CompiledModel, compile_pipeline
+from serving.features import SERVED_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +57,13 @@ class ServedModel:
 
 
 class ModelStore:
-    """Holds the champion and follows its alias."""
+    """Loads registered model versions for serving, refusing any that fail a check."""
+
+    # Reference rows must score alike through the compiled trees and through sklearn.
+    TOLERANCE = 1e-9
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._current: ServedModel | None = None
-        self._lock = threading.Lock()  # serialises reloads, never reads
-        self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
-
-    @property
-    def current(self) -> ServedModel:
-        model = self._current
-        if model is None:
-            raise RuntimeError("no model loaded")
-        return model
-
-    @property
-    def loaded(self) -> bool:
-        return self._current is not None
-
-    def _load(self, version: str) -> ServedModel:
-        import mlflow
-
-        client = mlflow.MlflowClient()
-        mv = client.get_model_version(self.settings.model_name, version)
-        run = client.get_run(str(mv.run_id))
-        model = mlflow.sklearn.load_model(f"models:/{self.settings.model_name}/{version}")
-        params = run.data.params
-        categorical = [f for f in params["categorical_features"].split(",") if f]
-        numeric = [f for f in params["numeric_features"].split(",") if f]
-        lineage = {k: v for k, v in run.data.tags.items() if k.startswith(("lab.", "mlflow.source.git"))}
-        return ServedModel(
-            self.settings.model_name,
-            str(version),
-            str(mv.run_id),
-            model,
-            categorical,
-            numeric,
-            dict(run.data.metrics),
-            lineage,
-            compile_pipeline(model, categorical, numeric),
-        )
 
     def champion_version(self) -> str:
         import mlflow
@@ -103,31 +71,61 @@ class ModelStore:
         alias = mlflow.MlflowClient().get_model_version_by_alias(self.settings.model_name, CHAMPION)
         return str(alias.version)
 
-    def reload(self) -> tuple[str | None, str]:
-        """Load the champion if it changed; returns (old version, new version)."""
-        with self._lock:
-            version = self.champion_version()
-            old = self._current.version if self._current else None
-            if version != old:
-                loaded = self._load(version)
-                self._current = loaded  # the atomic switch
-                log.info("serving %s v%s (was v%s)", loaded.name, version, old)
-            return old, version
+    def load(self, version: str) -> ServedModel:
+        """Load ``version`` and check it can serve what this API builds.
 
-    def start_polling(self, every_seconds: float) -> None:
-        """Follow the champion alias in the background."""
+        The checks, in order: the artifact is a skops scikit-learn Pipeline of
+        trusted types (``ml.artifacts``); its input signature is the feature
+        list its run recorded, and every one of those is a feature serving
+        assembles; its reference rows (the logged input example) score to
+        probabilities, the same through the compiled trees as through sklearn.
 
-        def poll() -> None:
-            while not self._stop.wait(every_seconds):
-                try:
-                    self.reload()
-                except Exception:  # keep serving the current model whatever the registry does
-                    log.exception("champion poll failed; keeping v%s", getattr(self._current, "version", None))
+        Raises:
+            ModelRefused: a check failed; the message says which.
+        """
+        import mlflow
 
-        self._poller = threading.Thread(target=poll, name="champion-poller", daemon=True)
-        self._poller.start()
+        client = mlflow.MlflowClient()
+        name = self.settings.model_name
+        mv = client.get_model_version(name, version)
+        run = client.get_run(str(mv.run_id))
+        artifact = load_model(f"models:/{name}/{version}")
+        params = run.data.params
+        categorical = [f for f in params.get("categorical_features", "").split(",") if f]
+        numeric = [f for f in params.get("numeric_features", "").split(",") if f]
+        if artifact.input_names != [*categorical, *numeric]:
+            raise ModelRefused(
+                f"v{version}'s input signature {artifact.input_names} is not the feature list its run recorded"
+            )
+        unknown = [f for f in artifact.input_names if f not in SERVED_FEATURES]
+        if unknown:
+            raise ModelRefused(f"v{version} needs features serving does not build: {', '.join(unknown)}")
+        lineage = {k: v for k, v in run.data.tags.items() if k.startswith((TAG_PREFIX, "mlflow.source.git"))}
+        served = ServedModel(
+            name,
+            str(version),
+            str(mv.run_id),
+            artifact.pipeline,
+            categorical,
+            numeric,
+            dict(run.data.metrics),
+            lineage,
+            compile_pipeline(artifact.pipeline, categorical, numeric),
+        )
+        self._score_reference_rows(served, artifact.example)
+        return served
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
+    def _score_reference_rows(self, served: ServedModel, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            raise ModelRefused(f"v{served.version} logged no input example to check it on")
+        try:
+            through_sklearn = np.asarray(replace(served, compiled=None).predict_proba(rows), dtype=float)
+            through_compiled = (
+                np.asarray(served.predict_proba(rows), dtype=float) if served.compiled else through_sklearn
+            )
+        except Exception as exc:  # whatever the model raises, it does not serve
+            raise ModelRefused(f"v{served.version} fails on its reference rows: {exc!r}") from None
+        if not (np.isfinite(through_sklearn).all() and ((through_sklearn >= 0) & (through_sklearn <= 1)).all()):
+            raise ModelRefused(f"v{served.version} scores its reference rows outside [0, 1]")
+        if np.abs(through_compiled - through_sklearn).max() > self.TOLERANCE:
+            raise ModelRefused(f"v{served.version}'s compiled trees disagree with scikit-learn on its reference rows")

@@ -74,10 +74,19 @@ class Health(BaseModel):
     status: str
 
 
+class RefusedModel(BaseModel):
+    """A version the registry named champion that failed the API's checks and is not served."""
+
+    version: str
+    reason: str
+    refused_at: datetime
+
+
 class Readiness(BaseModel):
     status: str
     model_version: str | None
     features_version: str | None
+    refused: RefusedModel | None = None
 
 
 class ModelInfo(BaseModel):
@@ -88,9 +97,12 @@ class ModelInfo(BaseModel):
     features: list[str]
     metrics: dict[str, float]
     lineage: dict[str, str]
+    refused: RefusedModel | None = Field(
+        default=None, description="The last champion that failed the API's checks (the served version stays)."
+    )
 
 
 class ReloadResult(BaseModel):
     previous_version: str | None
-    version: str
+    version: str | None  # None: no model may serve yet (the champion was refused)
     features_version: str

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from core.names import CHAMPION
-from serving.deps import ServicesDep
-from serving.schemas import Health, ModelInfo, Readiness
+from serving.deps import Services, ServicesDep
+from serving.schemas import Health, ModelInfo, Readiness, RefusedModel
 
 router = APIRouter(tags=["operations"])
 
@@ -21,19 +21,29 @@ def check_health() -> Health:
 @router.get("/ready", response_model=Readiness, name="ready")
 def check_readiness(services: ServicesDep) -> JSONResponse:
     """Readiness: a model and the online features are loaded."""
-    model_version = services.models.current.version if services.models.loaded else None
-    features_version = services.features.version if services.features else None
-    is_ready = model_version is not None and features_version is not None
+    snapshot = services.snapshot
     body = Readiness(
-        status="ready" if is_ready else "loading", model_version=model_version, features_version=features_version
+        status="ready" if snapshot is not None else "loading",
+        model_version=snapshot.model.version if snapshot is not None else None,
+        features_version=snapshot.features.version if snapshot is not None else None,
+        refused=_refused(services),
     )
-    return JSONResponse(body.model_dump(), status_code=200 if is_ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+    code = status.HTTP_200_OK if snapshot is not None else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse(body.model_dump(mode="json"), status_code=code)
 
 
-@router.get("/model", response_model=ModelInfo, name="model_info")
+@router.get(
+    "/model",
+    response_model=ModelInfo,
+    name="model_info",
+    responses={503: {"description": "No model may serve yet (see `refused` on /ready)."}},
+)
 def read_model(services: ServicesDep) -> ModelInfo:
-    """The served model: name, version, alias, metrics and lineage."""
-    served = services.models.current
+    """The served model: name, version, alias, metrics, lineage, and the last refused champion."""
+    snapshot = services.snapshot
+    if snapshot is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model is being served yet; see /ready")
+    served = snapshot.model
     return ModelInfo(
         name=served.name,
         version=served.version,
@@ -42,4 +52,12 @@ def read_model(services: ServicesDep) -> ModelInfo:
         features=served.features,
         metrics=served.metrics,
         lineage=served.lineage,
+        refused=_refused(services),
     )
+
+
+def _refused(services: Services) -> RefusedModel | None:
+    refusal = services.refusal
+    if refusal is None:
+        return None
+    return RefusedModel(version=refusal.version, reason=refusal.reason, refused_at=refusal.at)
