@@ -104,7 +104,7 @@ def _typed_table(csv_path: Path):  # type: ignore[no-untyped-def]
     import pyarrow.csv as pacsv
 
     from ingestion.declarations import load_declarations
-    from ingestion.parsing import ARROW_TYPES
+    from ingestion.types import ARROW_TYPES
 
     decl = load_declarations()["flights"]
     types = {c.name: ARROW_TYPES[c.type] for c in decl.columns}

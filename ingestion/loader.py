@@ -40,17 +40,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.transforms import MonthTransform
 from pyiceberg.typedef import Record
-from pyiceberg.types import (
-    BooleanType,
-    DateType,
-    DoubleType,
-    IcebergType,
-    IntegerType,
-    LongType,
-    NestedField,
-    StringType,
-    TimestamptzType,
-)
+from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 from pyiceberg.utils.properties import property_as_int
 
 from core.errors import BadRowsError, LabError, SchemaMismatchError
@@ -60,18 +50,10 @@ from core.settings import Settings
 from ingestion.declarations import SourceDeclaration
 from ingestion.parsing import read_batches, read_header, type_batch
 from ingestion.storage import ObjectStore, open_catalog
+from ingestion.types import ICEBERG_TYPES
 
 log = logging.getLogger(__name__)
 
-ICEBERG_TYPES: dict[str, IcebergType] = {
-    "string": StringType(),
-    "int": IntegerType(),
-    "long": LongType(),
-    "double": DoubleType(),
-    "boolean": BooleanType(),
-    "date": DateType(),
-    "timestamp": TimestamptzType(),
-}
 UNKNOWN_PARTITION = ""  # quarantined rows whose partition value itself is unreadable
 # Data files encode in parallel on this many threads (pyarrow releases the GIL while it encodes).
 WRITE_THREADS = 2

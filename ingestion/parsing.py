@@ -21,16 +21,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ingestion.declarations import Column
+from ingestion.types import ARROW_TYPES
 
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.large_string(),
-    "int": pa.int32(),
-    "long": pa.int64(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
