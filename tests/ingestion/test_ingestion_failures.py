@@ -30,14 +30,14 @@ CHILD = textwrap.dedent(
     from core.settings import Settings
 
     marker = Path(sys.argv[2])
-    real_commit = loader._commit_with_retry
+    real_commit = loader.commit_with_retry
 
     def stall(*args, **kwargs):
         marker.write_text("files written")
         time.sleep(600)
         return real_commit(*args, **kwargs)
 
-    loader._commit_with_retry = stall
+    loader.commit_with_retry = stall
     loader.ingest(load_declarations()["weather"], Settings(home=Path(sys.argv[1])), partition="2013-03")
     """
 )
@@ -85,7 +85,7 @@ def test_concurrent_commit_is_retried(any_settings: Settings, monkeypatch: pytes
     """A writer whose base snapshot went stale retries and keeps the other writer's data."""
     decl = load_declarations()["weather"]
     ingest(decl, any_settings, partition="2013-01")
-    real = loader._data_files_in
+    real = loader.data_files_in
     raced = {"done": False}
 
     def race_then_list(table, partitions):  # type: ignore[no-untyped-def]
@@ -96,7 +96,7 @@ def test_concurrent_commit_is_retried(any_settings: Settings, monkeypatch: pytes
             ingest(decl, any_settings, partition="2013-02")
         return real(table, partitions)
 
-    monkeypatch.setattr(loader, "_data_files_in", race_then_list)
+    monkeypatch.setattr(loader, "data_files_in", race_then_list)
     result = ingest(decl, any_settings, partition="2013-03")
     assert result.commit_attempts == 2
     table = open_catalog(any_settings).load_table("raw.weather")
