@@ -17,6 +17,7 @@ from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 
 from core.months import month_label
 from core.names import QUARANTINE_TABLE
+from core.retry import with_retries
 from core.settings import Settings
 from ingestion.declarations import SourceDeclaration
 from ingestion.landing import LandedFile
@@ -145,18 +146,22 @@ def _replace_slice(
     rows: list[dict[str, object]],
     props: dict[str, str],
 ) -> None:
-    """Overwrite the quarantine slice with ``rows`` (or delete it), retrying commit conflicts."""
+    """Overwrite the quarantine slice with ``rows`` (or delete it), retrying commit conflicts.
+
+    A retry reloads the table (the conflict means another writer committed) after
+    the same jittered backoff as the data commit (``core.retry``).
+    """
     if not rows and table.current_snapshot() is None:
         return  # nothing quarantined now or ever: no empty snapshot
     data = pa.Table.from_pylist(rows, schema=table.schema().as_arrow()) if rows else None
-    for attempt in range(settings.commit_retries + 1):
-        try:
-            if data is not None:
-                table.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
-            else:
-                table.delete(delete_filter=condition, snapshot_properties=props)
-            return
-        except CommitFailedException:
-            if attempt == settings.commit_retries:
-                raise
-            table = catalog.load_table(name)
+
+    def attempt(number: int) -> None:
+        current = table if number == 1 else catalog.load_table(name)
+        if data is not None:
+            current.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
+        else:
+            current.delete(delete_filter=condition, snapshot_properties=props)
+
+    with_retries(
+        attempt, retries=settings.commit_retries, retry_on=(CommitFailedException,), what=f"commit conflict on {name}"
+    )
