@@ -104,7 +104,7 @@ def _typed_table(csv_path: Path):  # type: ignore[no-untyped-def]
     import pyarrow.csv as pacsv
 
     from ingestion.declarations import load_declarations
-    from ingestion.parsing import ARROW_TYPES
+    from ingestion.types import ARROW_TYPES
 
     decl = load_declarations()["flights"]
     types = {c.name: ARROW_TYPES[c.type] for c in decl.columns}
@@ -129,9 +129,11 @@ def child_write(workdir: Path, csv_path: Path, repeats: int) -> dict[str, float]
     import pyarrow.parquet as pq
 
     from core.settings import Settings
+    from ingestion.commit import commit_with_retry
     from ingestion.declarations import load_declarations
-    from ingestion.loader import _commit_with_retry, _DataFileWriter, _ensure_table
     from ingestion.storage import open_catalog
+    from ingestion.tables import ensure_table
+    from ingestion.writer import DataFileWriter
 
     table = _typed_table(csv_path)
     decl = load_declarations()["flights"]
@@ -143,14 +145,14 @@ def child_write(workdir: Path, csv_path: Path, repeats: int) -> dict[str, float]
 
         settings = Settings(home=Path(tempfile.mkdtemp(dir=workdir)), sources_dirs=[])
         catalog = open_catalog(settings)
-        iceberg = _ensure_table(catalog, "raw.flights", decl)
+        iceberg = ensure_table(catalog, "raw.flights", decl)
         started = time.perf_counter()
-        writer = _DataFileWriter(iceberg, settings.target_file_rows)
+        writer = DataFileWriter(iceberg, settings.target_file_rows)
         for batch in table.to_batches(max_chunksize=settings.batch_rows):
             writer.add(pa.Table.from_batches([batch]))
         writer.flush()
         files = writer.files
-        _commit_with_retry(
+        commit_with_retry(
             functools.partial(catalog.load_table, "raw.flights"), lambda _table, f=files: ([], f), {"bench": "1"}, 0
         )
         best_iceberg = min(best_iceberg, time.perf_counter() - started)

@@ -21,6 +21,7 @@ from core.errors import DeclarationError
 
 BUNDLED_DIR = Path(__file__).parent / "sources"
 
+# Each has its Arrow and Iceberg type in ingestion/types.py, which checks the two lists agree.
 ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]
 FileFormat = Literal["csv", "parquet", "jsonl"]
 

@@ -21,16 +21,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ingestion.declarations import Column
+from ingestion.types import ARROW_TYPES
 
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.large_string(),
-    "int": pa.int32(),
-    "long": pa.int64(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -98,10 +90,9 @@ def _csv_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
     header = read_header_from_csv(stream)
     # The block size bounds the reader's read-ahead: Arrow's streaming reader queues
     # up to 32 blocks ahead of a slow consumer (not configurable). With 4 MiB blocks
-    # that is 128 MiB, more than the whole x1 file (30 MiB): its peak Arrow memory was
-    # 60 MiB at x1 and 183 MiB at x10 (reading and typing, bench/ingest.py's input).
-    # With 1 MiB blocks (~11k rows a batch) the read-ahead stays under 32 MiB: 37 MiB
-    # at x1, 46 MiB at x10, and no slower.
+    # that is 128 MiB, more than the whole flights file (30 MiB), so memory would grow
+    # with the input; with 1 MiB blocks (~11k rows of flights a batch) the read-ahead
+    # stays under 32 MiB whatever the input size.
     read = pacsv.ReadOptions(column_names=header, block_size=1 << 20)
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header},

@@ -19,18 +19,13 @@ from pyiceberg.table import Table
 
 from core.errors import BadRowsError, DeclarationError, LabError, SchemaMismatchError
 from core.settings import Settings
+from ingestion.commit import commit_with_retry, data_files_in
 from ingestion.declarations import SourceDeclaration, load_declarations
-from ingestion.loader import (
-    _commit_with_retry,
-    _data_files_in,
-    _DataFileWriter,
-    _ensure_table,
-    _evolve_schema,
-    _project,
-    ingest,
-)
+from ingestion.loader import ingest
 from ingestion.status import lake_status, quarantined_rows
 from ingestion.storage import ObjectStore, open_catalog
+from ingestion.tables import ensure_table, evolve_schema
+from ingestion.writer import DataFileWriter, project
 
 EVENTS_DECLARATION = """
 name: events
@@ -120,7 +115,7 @@ def test_bundled_sources_load_exactly(local_settings: Settings) -> None:
 
 
 def result_checksum(decl: SourceDeclaration) -> str:
-    from ingestion.loader import sha256_of
+    from ingestion.landing import sha256_of
 
     return sha256_of(decl.input_files()[0])
 
@@ -284,7 +279,7 @@ def _events_rows(count: int) -> pa.Table:
 
 def _files_by_month(table: Table) -> dict[int, list[DataFile]]:
     files: dict[int, list[DataFile]] = {}
-    for data_file in _data_files_in(table, None):
+    for data_file in data_files_in(table, None):
         files.setdefault(data_file.partition[0], []).append(data_file)
     return files
 
@@ -301,17 +296,17 @@ def test_data_files_match_pyiceberg_writer(local_settings: Settings) -> None:
     rows = _events_rows(600)
     tables = {}
     for name in ("ours", "reference"):
-        table = _ensure_table(catalog, f"raw.events_{name}", decl)
+        table = ensure_table(catalog, f"raw.events_{name}", decl)
         # A name Avro cannot hold: pyiceberg writes it sanitised into the Parquet schema.
-        tables[name] = _evolve_schema(table, ["sales channel"], "test")
+        tables[name] = evolve_schema(table, ["sales channel"], "test")
     ours, reference = (catalog.load_table(f"raw.events_{n}") for n in tables)
-    reference.append(_project(rows, reference.schema().as_arrow()))
+    reference.append(project(rows, reference.schema().as_arrow()))
 
-    writer = _DataFileWriter(ours, target_rows=1_000)  # one file per month, like the reference
+    writer = DataFileWriter(ours, target_rows=1_000)  # one file per month, like the reference
     for batch in rows.to_batches(max_chunksize=70):  # batches straddle months
         writer.add(pa.Table.from_batches([batch]))
     writer.flush()
-    ours, _ = _commit_with_retry(lambda: catalog.load_table("raw.events_ours"), lambda _t: ([], writer.files), {}, 0)
+    ours, _ = commit_with_retry(lambda: catalog.load_table("raw.events_ours"), lambda _t: ([], writer.files), {}, 0)
 
     mine, theirs = _files_by_month(ours), _files_by_month(reference)
     assert sorted(mine) == sorted(theirs) == [648, 649, 650]  # 2024-01 .. 2024-03
@@ -353,9 +348,9 @@ def test_data_files_match_pyiceberg_writer(local_settings: Settings) -> None:
 def test_data_files_stay_small_and_in_their_month(local_settings: Settings) -> None:
     """Small targets give many files, each of one month, every row written exactly once."""
     decl = events_source(local_settings, GOOD_ROWS)
-    table = _ensure_table(open_catalog(local_settings), "raw.events", decl)
+    table = ensure_table(open_catalog(local_settings), "raw.events", decl)
     rows = _events_rows(500)
-    writer = _DataFileWriter(table, target_rows=40)
+    writer = DataFileWriter(table, target_rows=40)
     for batch in rows.to_batches(max_chunksize=33):
         writer.add(pa.Table.from_batches([batch]))
     writer.add(rows.slice(0, 0))
@@ -373,8 +368,8 @@ def test_data_files_stay_small_and_in_their_month(local_settings: Settings) -> N
 def test_discard_removes_files_still_being_written(local_settings: Settings) -> None:
     """An abandoned load waits for the writer threads, then leaves no data file behind."""
     decl = events_source(local_settings, GOOD_ROWS)
-    table = _ensure_table(open_catalog(local_settings), "raw.events", decl)
-    writer = _DataFileWriter(table, target_rows=25)
+    table = ensure_table(open_catalog(local_settings), "raw.events", decl)
+    writer = DataFileWriter(table, target_rows=25)
     for batch in _events_rows(400).to_batches(max_chunksize=50):
         writer.add(pa.Table.from_batches([batch]))  # files are being written meanwhile
     writer.discard()

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 from fingerprints import lake_fingerprint
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
 
+import core.retry as retry
 import ingestion.loader as loader
 from core.settings import Settings
 from ingestion.declarations import load_declarations
 from ingestion.loader import ingest
+from ingestion.status import quarantined_rows
 from ingestion.storage import open_catalog
 
 # The child loads one month and, once its data files are written, stops right
@@ -30,14 +34,14 @@ CHILD = textwrap.dedent(
     from core.settings import Settings
 
     marker = Path(sys.argv[2])
-    real_commit = loader._commit_with_retry
+    real_commit = loader.commit_with_retry
 
     def stall(*args, **kwargs):
         marker.write_text("files written")
         time.sleep(600)
         return real_commit(*args, **kwargs)
 
-    loader._commit_with_retry = stall
+    loader.commit_with_retry = stall
     loader.ingest(load_declarations()["weather"], Settings(home=Path(sys.argv[1])), partition="2013-03")
     """
 )
@@ -85,7 +89,7 @@ def test_concurrent_commit_is_retried(any_settings: Settings, monkeypatch: pytes
     """A writer whose base snapshot went stale retries and keeps the other writer's data."""
     decl = load_declarations()["weather"]
     ingest(decl, any_settings, partition="2013-01")
-    real = loader._data_files_in
+    real = loader.data_files_in
     raced = {"done": False}
 
     def race_then_list(table, partitions):  # type: ignore[no-untyped-def]
@@ -96,7 +100,7 @@ def test_concurrent_commit_is_retried(any_settings: Settings, monkeypatch: pytes
             ingest(decl, any_settings, partition="2013-02")
         return real(table, partitions)
 
-    monkeypatch.setattr(loader, "_data_files_in", race_then_list)
+    monkeypatch.setattr(loader, "data_files_in", race_then_list)
     result = ingest(decl, any_settings, partition="2013-03")
     assert result.commit_attempts == 2
     table = open_catalog(any_settings).load_table("raw.weather")
@@ -114,3 +118,42 @@ def test_concurrent_commit_is_retried(any_settings: Settings, monkeypatch: pytes
         for s in table.snapshots()
         if s.summary  # type: ignore[index]
     )
+
+
+def test_quarantine_commit_conflict_is_retried_with_backoff(
+    local_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quarantine commit that loses a race is retried after the same jittered backoff as the data commit."""
+    data = local_settings.home.parent / "events.csv"
+    data.write_text("event_id,happened_at\n1,2024-01-03T10:00:00Z\nx2,2024-01-04T10:00:00Z\n")
+    folder = local_settings.sources_dirs[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "events.yml").write_text(
+        f"name: events\ninput: {{path: {data}}}\nprimary_key: [event_id]\npartition: {{column: happened_at}}\n"
+        "mode: overwrite_partition\ncolumns: [{name: event_id, type: long, required: true},"
+        " {name: happened_at, type: timestamp, required: true}]\n"
+    )
+    settings = local_settings.model_copy(update={"max_bad_row_share": 0.5})
+    decl = load_declarations(settings.sources_dirs)["events"]
+
+    real_overwrite, calls = Table.overwrite, []
+
+    def lose_the_first_race(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(self.name())
+        if len(calls) == 1:
+            raise CommitFailedException("another writer committed first")
+        return real_overwrite(self, *args, **kwargs)
+
+    real_delay, delays = retry.backoff_delay, []
+
+    def recorded_delay(attempt: int) -> float:
+        delays.append(real_delay(attempt))
+        return delays[-1]
+
+    monkeypatch.setattr(Table, "overwrite", lose_the_first_race)  # only the quarantine commit uses it
+    monkeypatch.setattr(retry, "backoff_delay", recorded_delay)
+    result = ingest(decl, settings)
+    assert (result.rows_loaded, result.rows_quarantined) == (1, 1)
+    assert calls == [("raw", "quarantine"), ("raw", "quarantine")]
+    assert len(delays) == 1 and delays[0] > 0
+    assert quarantined_rows(open_catalog(settings), settings, "events").column("line").to_pylist() == [3]
