@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
+from ml.artifacts import load_model
 from ml.data import prepare
 from ml.registry import promote
 from serving.app import create_app
@@ -52,12 +53,11 @@ def _request(row: dict) -> dict:  # type: ignore[type-arg]
 
 
 def test_api_probability_equals_the_model_on_the_mart_features(served) -> None:  # type: ignore[no-untyped-def]
-    import mlflow
     import pandas as pd
 
     settings, result = served
     flights = _sample_flights(settings, 200)
-    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{result.model_version}")
+    model = load_model(f"models:/{settings.model_name}/{result.model_version}").pipeline
     frame = prepare(pd.DataFrame(flights))
     from ml.data import feature_columns
 
@@ -79,7 +79,6 @@ def test_api_probability_equals_the_model_on_the_mart_features(served) -> None: 
 
 def test_compiled_trees_equal_sklearn_on_the_mart(served) -> None:  # type: ignore[no-untyped-def]
     """The served fast path is the same model: equal to predict_proba on real rows and odd ones."""
-    import mlflow
     import numpy as np
 
     from ml.data import LABEL, feature_columns, read_mart
@@ -87,7 +86,7 @@ def test_compiled_trees_equal_sklearn_on_the_mart(served) -> None:  # type: igno
     from serving.compiled import compile_pipeline
 
     settings, result = served
-    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{result.model_version}")
+    model = load_model(f"models:/{settings.model_name}/{result.model_version}").pipeline
     frame = read_mart(settings).iloc[::15]  # ~22k rows across every month, with unknown planes
     categorical, numeric = feature_columns(frame)
     features = frame[categorical + numeric]
@@ -233,5 +232,51 @@ def test_new_champion_is_served_without_restart(served) -> None:  # type: ignore
             answer = client.post("/predict", json=flight).json()
             assert answer["model"]["version"] == other.model_version
             assert client.get("/model").json()["version"] == other.model_version
+    finally:
+        client_ml.set_registered_model_alias(settings.model_name, CHAMPION, good.model_version)
+
+
+def test_a_champion_that_would_run_code_is_refused_and_the_last_one_serves(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The alias moves to a pickled model whose load runs a command: nothing runs, v-before keeps serving."""
+    import mlflow
+    from pydantic import SecretStr
+    from test_artifacts import RunsACommand
+
+    from core.names import CHAMPION
+
+    settings, good = served
+    settings = settings.model_copy(update={"admin_token": SecretStr("s3cret-token")})
+    flight = _request(_sample_flights(settings, 1)[0])
+    marker = tmp_path / "pwned"
+    client_ml = mlflow.MlflowClient()
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            RunsACommand(marker),
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=[],
+            registered_model_name=settings.model_name,
+        )
+    evil = str(info.registered_model_version)
+    try:
+        with TestClient(create_app(settings)) as client:
+            client_ml.set_registered_model_alias(settings.model_name, CHAMPION, evil)
+            reloaded = client.post("/admin/reload", headers={"X-Admin-Token": "s3cret-token"})
+            assert reloaded.status_code == 200 and reloaded.json()["version"] == good.model_version
+            answer = client.post("/predict", json=flight)
+            assert answer.status_code == 200 and answer.json()["model"]["version"] == good.model_version
+            info_body = client.get("/model").json()
+            assert info_body["version"] == good.model_version
+            assert info_body["refused"]["version"] == evil
+            assert "serialised as 'pickle'" in info_body["refused"]["reason"]
+        assert not marker.exists()
+
+        # Started with the refused champion and no earlier one: up, not ready, never serving it.
+        with TestClient(create_app(settings)) as client:
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and ready.json()["refused"]["version"] == evil
+            assert client.post("/predict", json=flight).status_code == 503
+            assert client.get("/model").status_code == 503
+        assert not marker.exists()
     finally:
         client_ml.set_registered_model_alias(settings.model_name, CHAMPION, good.model_version)
