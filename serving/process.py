@@ -25,7 +25,7 @@ def api_server(
     port = port or free_port()
     env = {**os.environ, **settings.to_env()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "lab", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

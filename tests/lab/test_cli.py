@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.settings import get_settings
-from lab.cli import EXIT_QUALITY_GATE, EXIT_USER_ERROR, app
+from lab.main import EXIT_QUALITY_GATE, EXIT_USER_ERROR, app
 
 runner = CliRunner()
 
