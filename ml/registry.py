@@ -135,3 +135,19 @@ def champion_summary(settings: Settings) -> dict[str, object]:
         "metrics": dict(run.data.metrics),
         "lineage": {k: v for k, v in run.data.tags.items() if k.startswith((TAG_PREFIX, "mlflow.source.git"))},
     }
+
+
+def latest_decision(settings: Settings) -> str:
+    """One line on what the promotion gate decided for the newest model version."""
+    import mlflow
+
+    configure_mlflow(settings)
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{settings.model_name}'")
+    if not versions:
+        return f"promotion gate: {settings.model_name} has no registered version yet"
+    newest = max(versions, key=lambda v: int(v.version))
+    tags = newest.tags
+    return (
+        f"promotion gate: v{newest.version} {tags.get(TAG_PROMOTION_DECISION, 'undecided')}"
+        f" ({tags.get(TAG_PROMOTION_REASON, 'no decision recorded')})"
+    )

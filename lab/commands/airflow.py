@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from core.names import TAG_PROMOTION_DECISION, TAG_PROMOTION_REASON
-from core.settings import Settings
 from lab import output
 from lab.context import settings_for
 
@@ -51,6 +49,7 @@ def airflow_test_command(
 ) -> None:
     """Run the month through Airflow (`airflow dags test` of both DAGs, every task executed) and show each task."""
     from core.months import month_index
+    from ml.registry import latest_decision
     from orchestration import airflow
 
     settings = settings_for(ctx)
@@ -64,7 +63,7 @@ def airflow_test_command(
         for row in airflow.task_runs(settings, dag_id):
             table.add_row(row["task_id"], row["state"], f"{_seconds(row):.1f}")
         output.show(table)
-    output.show(_latest_promotion(settings))
+    output.show(latest_decision(settings))
 
 
 def _seconds(task_run: dict[str, str]) -> float:
@@ -73,22 +72,6 @@ def _seconds(task_run: dict[str, str]) -> float:
     if not (start and end):
         return 0
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-
-
-def _latest_promotion(settings: Settings) -> str:
-    """One line on what the promotion gate decided for the newest model version."""
-    import mlflow
-
-    from ml.tracking import configure_mlflow
-
-    configure_mlflow(settings)
-    versions = mlflow.MlflowClient().search_model_versions(f"name = '{settings.model_name}'")
-    newest = max(versions, key=lambda v: int(v.version))
-    tags = newest.tags
-    return (
-        f"promotion gate: v{newest.version} {tags.get(TAG_PROMOTION_DECISION, 'undecided')}"
-        f" ({tags.get(TAG_PROMOTION_REASON, 'no decision recorded')})"
-    )
 
 
 def airflow_env_command(ctx: typer.Context) -> None:
