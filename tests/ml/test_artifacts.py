@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import pytest
+from hostile import RunsACommand
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
 from core.settings import Settings
 from ml.artifacts import ModelRefused, load_model
 from ml.tracking import configure_mlflow
-
-
-class RunsACommand:
-    """Unpickling this runs ``touch <marker>``: the attack a pickle artifact allows."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return os.system, (f"touch {self.marker}",)
 
 
 class UnlistedEstimator(ClassifierMixin, BaseEstimator):

@@ -87,7 +87,7 @@ def test_a_challenger_that_would_run_code_is_rejected_unloaded(
     trained: tuple[Settings, TrainResult], tmp_path: Path
 ) -> None:
     import mlflow
-    from test_artifacts import RunsACommand
+    from hostile import register_code_running_model
 
     settings, good = trained
     promote(settings, good.model_version)
@@ -95,16 +95,8 @@ def test_a_challenger_that_would_run_code_is_rejected_unloaded(
     champion = str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
     marker = tmp_path / "pwned"
     params = client.get_run(good.run_id).data.params
-    with mlflow.start_run():
-        mlflow.log_params({"eval_start": params["eval_start"], "eval_end": params["eval_end"]})
-        info = mlflow.sklearn.log_model(
-            RunsACommand(marker),
-            name="model",
-            serialization_format="pickle",
-            pip_requirements=[],
-            registered_model_name=settings.model_name,
-        )
-    decision = promote(settings, str(info.registered_model_version))
+    window = {"eval_start": params["eval_start"], "eval_end": params["eval_end"]}
+    decision = promote(settings, register_code_running_model(settings, marker, window))
     assert not decision.promoted and decision.reason.startswith("model refused:")
     assert not marker.exists()
     assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == champion

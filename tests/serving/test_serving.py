@@ -239,8 +239,8 @@ def test_new_champion_is_served_without_restart(served) -> None:  # type: ignore
 def test_a_champion_that_would_run_code_is_refused_and_the_last_one_serves(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The alias moves to a pickled model whose load runs a command: nothing runs, v-before keeps serving."""
     import mlflow
+    from hostile import register_code_running_model
     from pydantic import SecretStr
-    from test_artifacts import RunsACommand
 
     from core.names import CHAMPION
 
@@ -249,15 +249,7 @@ def test_a_champion_that_would_run_code_is_refused_and_the_last_one_serves(serve
     flight = _request(_sample_flights(settings, 1)[0])
     marker = tmp_path / "pwned"
     client_ml = mlflow.MlflowClient()
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            RunsACommand(marker),
-            name="model",
-            serialization_format="pickle",
-            pip_requirements=[],
-            registered_model_name=settings.model_name,
-        )
-    evil = str(info.registered_model_version)
+    evil = register_code_running_model(settings, marker)
     try:
         with TestClient(create_app(settings)) as client:
             client_ml.set_registered_model_alias(settings.model_name, CHAMPION, evil)
