@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,10 +26,10 @@ from core.errors import BadRowsError, LabError, SchemaMismatchError
 from core.months import month_index
 from core.settings import Settings
 from ingestion.commit import commit_with_retry, data_files_in
-from ingestion.declarations import SourceDeclaration
+from ingestion.declarations import SourceDeclaration, identifier_problem
 from ingestion.landing import LandedFile, land
 from ingestion.parsing import RawBatch, read_batches, read_header, type_batch
-from ingestion.quarantine import bad_rows, quarantine_rows, write_quarantine
+from ingestion.quarantine import BadRow, QuarantineWriter, bad_rows, quarantine_table, write_quarantine
 from ingestion.storage import ObjectStore, open_catalog
 from ingestion.tables import ensure_table, evolve_schema, lineage_values
 from ingestion.upsert import merged_files
@@ -70,10 +70,9 @@ class _Load:
 
 @dataclass
 class _Read:
-    """What reading and validating the landed files produced (good rows not kept here went to the writer)."""
+    """What reading and validating the landed files produced (rows not kept here went to the writers)."""
 
     rows_loaded: int = 0
-    quarantined: list[dict[str, object]] = field(default_factory=list)
     upserted: list[pa.Table] = field(default_factory=list)  # upsert mode keeps the (small, keyed) new rows
 
 
@@ -92,9 +91,11 @@ def ingest(
         progress: called with the number of rows read after each batch.
 
     Raises:
-        SchemaMismatchError: a file lacks a required column (nothing is written).
+        SchemaMismatchError: a file lacks a required column, or its header has a
+            column name that cannot be a table column (nothing is written).
         BadRowsError: the quarantined share passes ``settings.max_bad_row_share``.
-        LabError: the partition is malformed or holds no rows.
+        LabError: the partition is malformed or holds no rows, or a file cannot
+            be read as its format at all.
     """
     if partition is not None and decl.partition is None:
         raise LabError(f"source {decl.name} is not partitioned; load it without --partition")
@@ -117,20 +118,25 @@ def ingest(
         table = catalog.load_table(identifier)
 
     writer = DataFileWriter(table, settings.target_file_rows)
+    quarantine = QuarantineWriter(
+        quarantine_table(catalog, settings), settings.target_file_rows, identifier, load_id, loaded_at
+    )
     try:
-        read = _read_and_validate(load, store, extras, writer, settings.batch_rows, progress)
-        result.rows_loaded, result.rows_quarantined = read.rows_loaded, len(read.quarantined)
+        read = _read_and_validate(load, store, extras, writer, quarantine, settings.batch_rows, progress)
+        result.rows_loaded, result.rows_quarantined = read.rows_loaded, quarantine.rows
         result.rows_in = result.rows_loaded + result.rows_quarantined
-        _check_bad_rows(load, result, read.quarantined, settings.max_bad_row_share)
+        _check_bad_rows(load, result, quarantine, settings.max_bad_row_share)
         writer.flush()
+        quarantined_files = quarantine.flush()
     except BaseException:
         writer.discard()
+        quarantine.discard()
         raise
 
     # Quarantine first: if the data commit then fails, the next run rewrites the
     # same quarantine rows (which rows, and the slice they replace, are
     # deterministic), so nothing drifts.
-    write_quarantine(catalog, settings, decl, identifier, read.quarantined, partition, landed, load_id)
+    write_quarantine(catalog, settings, decl, identifier, quarantined_files, partition, landed, load_id)
     table, result.commit_attempts = _commit(catalog, settings, load, writer, read.upserted, result)
     snapshot = table.current_snapshot()
     result.snapshot_id = snapshot.snapshot_id if snapshot else None
@@ -140,9 +146,14 @@ def ingest(
 def _check_headers(decl: SourceDeclaration, store: ObjectStore, landed: list[LandedFile]) -> dict[str, list[str]]:
     """Check every file's header before anything is written; return each file's undeclared columns, by URI.
 
+    An undeclared column becomes a table column (schema drift), so its name
+    must be one a declaration could use: the header is the file's, not the
+    declaration author's.
+
     Raises:
-        SchemaMismatchError: a file lacks a required column, or has a column
-            name that is empty or starts with '_' (reserved for lineage).
+        SchemaMismatchError: a file lacks a required column, names a column
+            twice, or has an undeclared column whose name is not a valid
+            identifier (see ``ingestion.declarations.identifier_problem``).
     """
     declared = set(decl.column_names)
     required = [c.name for c in decl.columns if c.required]
@@ -156,11 +167,16 @@ def _check_headers(decl: SourceDeclaration, store: ObjectStore, landed: list[Lan
                 f"{landed_file.name}: required column {', '.join(repr(m) for m in missing)} "
                 f"missing from source {decl.name} (found: {', '.join(header)})"
             )
-        bad_names = [h for h in header if h.startswith("_") or not h]
-        if bad_names:
-            raise SchemaMismatchError(
-                f"{landed_file.name}: column names may not be empty or start with '_': {bad_names}"
-            )
+        repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+        if repeated:
+            raise SchemaMismatchError(f"{landed_file.name}: column {', '.join(map(repr, repeated))} appears twice")
+        for name in header:
+            problem = None if name in declared else identifier_problem(name)
+            if problem:
+                raise SchemaMismatchError(
+                    f"{landed_file.name}: undeclared column {name!r} cannot be added to table {decl.table_key!r}: "
+                    f"{problem}; rename it in the file, or declare and rename the source"
+                )
         extras[landed_file.uri] = [h for h in header if h not in declared]
     return extras
 
@@ -170,6 +186,7 @@ def _read_and_validate(
     store: ObjectStore,
     extras: dict[str, list[str]],
     writer: DataFileWriter,
+    quarantine: QuarantineWriter,
     batch_rows: int,
     progress: ProgressFn | None,
 ) -> _Read:
@@ -183,9 +200,9 @@ def _read_and_validate(
         lineage = lineage_values(landed_file, load.load_id, load.loaded_at)
         with store.open(landed_file.uri) as handle:
             for raw in read_batches(handle, landed_file.name, load.decl.format, batch_rows):
-                rows_read += raw.strings.num_rows
-                good, quarantined = _validate(load, raw, extras[landed_file.uri], landed_file)
-                read.quarantined.extend(quarantined)
+                rows_read += raw.rows_read
+                good, bad = _validate(load, raw, extras[landed_file.uri])
+                quarantine.add(raw, bad, landed_file)
                 if good.num_rows:
                     for name, value in lineage.items():
                         good = good.append_column(name, pa.repeat(value, good.num_rows))
@@ -199,13 +216,13 @@ def _read_and_validate(
     return read
 
 
-def _validate(
-    load: _Load, raw: RawBatch, extra: list[str], landed_file: LandedFile
-) -> tuple[pa.Table, list[dict[str, object]]]:
-    """Type one batch: the good rows this load keeps, and quarantine rows for the bad ones it owns.
+def _validate(load: _Load, raw: RawBatch, extra: list[str]) -> tuple[pa.Table, list[BadRow]]:
+    """Type one batch: the good rows this load keeps, and the bad ones it owns.
 
     A load of one month keeps only that month's rows, good or bad (see
     :func:`ingestion.quarantine.bad_rows`); a whole-table load keeps every row.
+    Rows the reader rejected unread stay with ``raw`` (their month is unknown:
+    every load of the file owns them).
     """
     decl = load.decl
     typed = type_batch(raw, decl.columns, extra, decl.null_values)
@@ -213,11 +230,10 @@ def _validate(
     good = typed.good
     if part_col is not None and load.month is not None:
         good = good.filter(pc.equal(month_of(good.column(part_col)), load.month))
-    bad = bad_rows(raw, typed, part_col, load.month)
-    return good, quarantine_rows(raw, bad, load.identifier, landed_file, load.load_id, load.loaded_at)
+    return good, bad_rows(raw, typed, part_col, load.month)
 
 
-def _check_bad_rows(load: _Load, result: LoadResult, quarantined: list[dict[str, object]], max_share: float) -> None:
+def _check_bad_rows(load: _Load, result: LoadResult, quarantine: QuarantineWriter, max_share: float) -> None:
     """The gate before anything is committed: the load has rows, and few enough of them are bad.
 
     Raises:
@@ -232,13 +248,8 @@ def _check_bad_rows(load: _Load, result: LoadResult, quarantined: list[dict[str,
         raise BadRowsError(
             f"source {load.decl.name}: {result.rows_quarantined} of {result.rows_in} rows are bad "
             f"({share:.1%} > the {max_share:.1%} allowed by LAB_MAX_BAD_ROW_SHARE); "
-            f"nothing was loaded. Most common: {_summarise_reasons(str(q['reason']) for q in quarantined)}"
+            f"nothing was loaded. Most common: {quarantine.summary()}"
         )
-
-
-def _summarise_reasons(reasons: Iterable[str], top: int = 3) -> str:
-    counts = Counter(r.split(": ", 1)[0] for r in reasons)
-    return "; ".join(f"{reason} ({count})" for reason, count in counts.most_common(top))
 
 
 def _commit(

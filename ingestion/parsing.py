@@ -2,7 +2,10 @@
 
 Every format is first read as *strings*, so a value that does not parse can be
 quarantined with its original text instead of failing the whole load, and so
-memory stays bounded by the batch size whatever the file size.
+memory stays bounded by the batch size whatever the file size. A row that cannot
+even be split into fields (a CSV row with too many or too few fields, a JSONL
+line that is not a JSON object) is never typed: it travels with its batch as a
+:class:`RejectedRow` and is quarantined as it was read.
 """
 
 from __future__ import annotations
@@ -10,38 +13,73 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from core.errors import LabError
 from ingestion.declarations import Column
 from ingestion.types import ARROW_TYPES
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
+# Digits Arrow refuses as an int or long can only be out of the type's range.
+_INTEGER = re.compile(r"-?[0-9]+")
+
+# CSV read size. Parsing runs on the caller's thread (``use_threads=False``, which
+# the row numbers of ragged rows need), so the reader holds about one block
+# besides the batch being typed.
+CSV_BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row that could not be split into the file's fields: quarantined as read, never typed."""
+
+    line: int | None  # None only if the reader could not say where it was
+    text: str
+    reason: str
 
 
 @dataclass
 class RawBatch:
-    """Rows of one file as text; ``first_line`` is the 1-based line of row 0."""
+    """Rows of one file as text, and the rejected rows read with them.
+
+    ``first_line`` is the 1-based line of row 0; rows are on consecutive lines
+    unless ``lines`` gives each row's line (rejected rows or blank lines
+    between them). CSV lines count records: a quoted value holding a newline
+    makes later lines of that file one short per newline.
+    """
 
     strings: pa.RecordBatch
     first_line: int
     raw_lines: list[str] | None = None  # exact source lines where the format has them
+    lines: Sequence[int] | None = None
+    rejected: list[RejectedRow] = field(default_factory=list)
 
-    def raw_text(self, row: int) -> str:
+    @property
+    def rows_read(self) -> int:
+        """Every row of the file this batch accounts for: typed or rejected."""
+        return self.strings.num_rows + len(self.rejected)
+
+    def line(self, row: int) -> int:
+        return int(self.lines[row]) if self.lines is not None else self.first_line + row
+
+    def raw_texts(self, rows: list[int]) -> list[str]:
+        """The source text of some rows: the line itself where kept, else the fields re-joined as CSV."""
         if self.raw_lines is not None:
-            return self.raw_lines[row]
-        values = ["" if v is None else v for v in self.strings.slice(row, 1).to_pylist()[0].values()]
-        out = io.StringIO()
-        csv.writer(out, lineterminator="").writerow(values)
-        return out.getvalue()
+            return [self.raw_lines[row] for row in rows]
+        return _csv_lines(self.strings.take(pa.array(rows, type=pa.int64())).to_pylist())
 
 
 @dataclass
@@ -60,52 +98,195 @@ def _open_stream(handle: IO[bytes], name: str) -> IO[bytes]:
     archive = zipfile.ZipFile(handle)
     members = [m for m in archive.namelist() if not m.endswith("/")]
     if len(members) != 1:
-        raise ValueError(f"{name}: a zipped source must hold exactly one file, found {len(members)}")
+        raise ValueError(f"a zipped source must hold exactly one file, found {len(members)}")
     return archive.open(members[0])
 
 
+@contextmanager
+def _readable(name: str, fmt: str) -> Iterator[None]:
+    """Turn a reader's failure on the file as a whole into an error that names the file.
+
+    Only the readers run inside it (in :func:`read_batches`, a consumer's own
+    exception is raised at its ``for``, not inside the generator). Caught:
+    ArrowInvalid and UnicodeDecodeError (both ValueErrors), a Parquet column of
+    a nested type that cannot be read as text (ArrowNotImplementedError), a
+    broken zip. I/O errors pass unchanged: they are not the file's fault.
+    """
+    try:
+        yield
+    except (ValueError, pa.ArrowNotImplementedError, zipfile.BadZipFile) as exc:
+        raise LabError(f"{name}: cannot be read as {fmt}: {exc}") from exc
+
+
 def read_header(handle: IO[bytes], name: str, fmt: str) -> list[str]:
-    """Column names of a file without reading its body."""
-    stream = _open_stream(handle, name)
-    if fmt == "csv":
-        return read_header_from_csv(stream)
-    if fmt == "jsonl":
-        first = stream.readline()
-        return list(json.loads(first).keys()) if first.strip() else []
-    return list(pq.ParquetFile(stream).schema_arrow.names)
+    """Column names of a file.
+
+    CSV and Parquet name their columns up front. A JSONL file does not: its
+    columns are every key of every line, in order of first appearance, which
+    takes one pass over the file (otherwise a key first seen on a later line
+    would be dropped unseen, and never checked as a column name).
+
+    Raises:
+        LabError: the file cannot be read as ``fmt`` (e.g. a broken archive,
+            a header that is not UTF-8, a Parquet file without its footer).
+    """
+    with _readable(name, fmt):
+        stream = _open_stream(handle, name)
+        if fmt == "csv":
+            return read_header_from_csv(stream)
+        if fmt == "jsonl":
+            keys: dict[str, None] = {}
+            for line in _json_lines(stream):
+                keys.update(dict.fromkeys(line.obj or ()))
+            return list(keys)
+        return list(pq.ParquetFile(stream).schema_arrow.names)
 
 
 def read_batches(handle: IO[bytes], name: str, fmt: str, batch_rows: int) -> Iterator[RawBatch]:
-    """Yield the file's rows as string batches of at most ``batch_rows`` rows."""
-    stream = _open_stream(handle, name)
-    if fmt == "csv":
-        yield from _csv_batches(stream, batch_rows)
-    elif fmt == "jsonl":
-        yield from _jsonl_batches(stream, batch_rows)
-    else:
-        yield from _parquet_batches(stream, batch_rows)
+    """Yield the file's rows as string batches of at most ``batch_rows`` rows (plus rejected rows).
+
+    Raises:
+        LabError: the file cannot be read as ``fmt`` at all (a row that cannot
+            be read is rejected instead).
+    """
+    with _readable(name, fmt):
+        stream = _open_stream(handle, name)
+        if fmt == "csv":
+            yield from _csv_batches(stream, batch_rows)
+        elif fmt == "jsonl":
+            yield from _jsonl_batches(stream, batch_rows)
+        else:
+            yield from _parquet_batches(stream, batch_rows)
+
+
+class _RaggedRows:
+    """The CSV reader's invalid-row handler: rows with the wrong number of fields.
+
+    The reader skips such a row and reports its record number (1-based, header
+    excluded), so each is quarantined with its line and text, and the lines of
+    the rows read after it stay right. Pending rows never outnumber the rows of
+    one block: the reader reports them while parsing the block it yields next.
+    """
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[int | None, RejectedRow]] = deque()
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        line = None if row.number is None else row.number + 1  # the header is line 1
+        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        self.pending.append((row.number, RejectedRow(line, row.text, reason)))
+        return "skip"
+
+    def place(self, first_record: int, count: int) -> tuple[Sequence[int] | None, list[RejectedRow], int]:
+        """Where ``count`` rows read from ``first_record`` on really are.
+
+        Returns the line of each row (None when they are consecutive from
+        ``first_record + 1``), the rejected rows that came before or among them,
+        and the record number of the row after them.
+        """
+        rejected: list[RejectedRow] = []
+        skips: list[int] = []  # row index before which one more record was skipped
+        record, row = first_record, 0
+        while self.pending:
+            number, rejected_row = self.pending[0]
+            if number is not None and number >= record + count - row:
+                break  # after these rows: it belongs to the next batch
+            self.pending.popleft()
+            rejected.append(rejected_row)
+            if number is None:
+                continue  # no position to account for (never with a single-threaded reader)
+            row += number - record
+            record = number + 1
+            skips.append(row)
+        next_record = record + count - row
+        if not skips:
+            return None, rejected, next_record
+        index = np.arange(count)
+        lines = first_record + 1 + index + np.searchsorted(np.array(skips), index, side="right")
+        return lines.tolist(), rejected, next_record
+
+    def remaining(self) -> list[RejectedRow]:
+        rest = [rejected for _, rejected in self.pending]
+        self.pending.clear()
+        return rest
 
 
 def _csv_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
     header = read_header_from_csv(stream)
-    # The block size bounds the reader's read-ahead: Arrow's streaming reader queues
-    # up to 32 blocks ahead of a slow consumer (not configurable). With 4 MiB blocks
-    # that is 128 MiB, more than the whole flights file (30 MiB), so memory would grow
-    # with the input; with 1 MiB blocks (~11k rows of flights a batch) the read-ahead
-    # stays under 32 MiB whatever the input size.
-    read = pacsv.ReadOptions(column_names=header, block_size=1 << 20)
+    ragged = _RaggedRows()
+    read = pacsv.ReadOptions(column_names=header, block_size=CSV_BLOCK_BYTES, use_threads=False)
     convert = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in header},
+        # Bytes, not strings: a value that is not UTF-8 rejects its row instead of the file.
+        column_types={name: pa.binary() for name in header},
         strings_can_be_null=False,  # keep the raw text; null tokens are decided later
         quoted_strings_can_be_null=False,
     )
-    reader = pacsv.open_csv(stream, read_options=read, convert_options=convert)
-    line = 2  # row 0 of the body is line 2 (one header line, no newlines inside values)
+    parse = pacsv.ParseOptions(invalid_row_handler=ragged)
+    reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+    record = 1  # the record number of the next row the reader yields
     for batch in reader:
         for offset in range(0, batch.num_rows, batch_rows):
             part = batch.slice(offset, batch_rows)
-            yield RawBatch(part, first_line=line)
-            line += part.num_rows
+            first = record
+            lines, rejected, record = ragged.place(first, part.num_rows)
+            strings, not_text = _as_text(part)
+            if not_text:
+                every = list(lines) if lines is not None else list(range(first + 1, first + 1 + part.num_rows))
+                keep = [row not in not_text for row in range(part.num_rows)]
+                rejected += [RejectedRow(every[row], text, reason) for row, (text, reason) in not_text.items()]
+                strings = strings.filter(pa.array(keep))
+                lines = [line for line, kept in zip(every, keep, strict=True) if kept]
+            yield RawBatch(strings, first_line=first + 1, lines=lines, rejected=rejected)
+    rest = ragged.remaining()
+    if rest:  # ragged rows after the last good one (or a file of nothing else)
+        empty = pa.RecordBatch.from_arrays([pa.array([], pa.string()) for _ in header], names=header)
+        yield RawBatch(empty, first_line=record + 1, rejected=rest)
+
+
+def _as_text(part: pa.RecordBatch) -> tuple[pa.RecordBatch, dict[int, tuple[str, str]]]:
+    """A batch of bytes as UTF-8 text, and the rows that are not: row -> (their text, made readable; reason).
+
+    Each column is validated at once (the check the CSV reader would make); only
+    a column that fails is decoded value by value.
+    """
+    arrays = []
+    problems: dict[int, list[str]] = {}
+    for name, column in zip(part.schema.names, part.columns, strict=True):
+        try:
+            arrays.append(pc.cast(column, pa.string()))
+            continue
+        except pa.ArrowInvalid:
+            pass
+        decoded: list[str | None] = []
+        for row, value in enumerate(column.to_pylist()):
+            try:
+                decoded.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError:
+                decoded.append(None)
+                problems.setdefault(row, []).append(f"{name!r} is not UTF-8 text")
+        arrays.append(pa.array(decoded, pa.string()))
+    strings = pa.RecordBatch.from_arrays(arrays, names=part.schema.names)
+    if not problems:
+        return strings, {}
+    rows = sorted(problems)
+    records = part.take(pa.array(rows, type=pa.int64())).to_pylist()
+    texts = _csv_lines(
+        [{k: None if v is None else v.decode("utf-8", "replace") for k, v in r.items()} for r in records]
+    )
+    return strings, {row: (text, "; ".join(problems[row])) for row, text in zip(rows, texts, strict=True)}
+
+
+def _csv_lines(records: list[dict[str, str | None]]) -> list[str]:
+    """Rows re-joined as CSV lines: the raw text of a row whose exact line is not kept."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="")
+    texts = []
+    for record in records:
+        out.seek(0)
+        out.truncate()
+        writer.writerow(["" if v is None else v for v in record.values()])
+        texts.append(out.getvalue())
+    return texts
 
 
 def read_header_from_csv(stream: IO[bytes]) -> list[str]:
@@ -116,50 +297,78 @@ def read_header_from_csv(stream: IO[bytes]) -> list[str]:
     return next(csv.reader([raw.decode("utf-8").rstrip("\r")]), [])
 
 
-def _jsonl_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
-    rows: list[dict[str, str | None]] = []
-    lines: list[str] = []
-    first_line = 1
-    for number, raw in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), start=1):
-        text = raw.rstrip("\n")
+@dataclass(frozen=True)
+class _JsonLine:
+    """One non-blank line of a JSONL file: its object, or why it was rejected."""
+
+    number: int
+    text: str
+    obj: dict[str, object] | None
+    rejected: RejectedRow | None
+
+
+def _json_lines(stream: IO[bytes]) -> Iterator[_JsonLine]:
+    """Every non-blank line of a JSONL stream, parsed; a line that is not a JSON object is rejected, not raised."""
+    # A pyarrow file has no readline(); a buffered reader over it does.
+    lines: Iterable[bytes] = io.BufferedReader(stream) if isinstance(stream, pa.NativeFile) else stream  # type: ignore[arg-type]
+    for number, raw in enumerate(lines, start=1):
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            yield _JsonLine(number, text, None, RejectedRow(number, text, f"not UTF-8 text: {exc.reason}"))
+            continue
         if not text.strip():
             continue
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None
+        except json.JSONDecodeError as exc:
+            yield _JsonLine(number, text, None, RejectedRow(number, text, f"not valid JSON: {exc.msg}"))
+            continue
         if not isinstance(obj, dict):
-            # Unparseable line: keep it as a row whose every field is missing, so it
-            # is quarantined with its text rather than dropped.
-            obj = {"__unparseable__": text}
-        if not rows:
-            first_line = number
-        rows.append(
-            {
-                k: None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-                for k, v in obj.items()
-            }
-        )
-        lines.append(text)
-        if len(rows) == batch_rows:
-            yield _jsonl_batch(rows, lines, first_line)
-            rows, lines = [], []
-    if rows:
-        yield _jsonl_batch(rows, lines, first_line)
+            reason = f"not a JSON object: a {type(obj).__name__} value"
+            yield _JsonLine(number, text, None, RejectedRow(number, text, reason))
+            continue
+        yield _JsonLine(number, text, obj, None)
 
 
-def _jsonl_batch(rows: list[dict[str, str | None]], lines: list[str], first_line: int) -> RawBatch:
+def _jsonl_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
+    rows: list[dict[str, str | None]] = []
+    texts: list[str] = []
+    lines: list[int] = []
+    rejected: list[RejectedRow] = []
+    for line in _json_lines(stream):
+        if line.obj is None:
+            assert line.rejected is not None
+            rejected.append(line.rejected)
+        else:
+            rows.append(
+                {
+                    k: None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+                    for k, v in line.obj.items()
+                }
+            )
+            texts.append(line.text)
+            lines.append(line.number)
+        if len(rows) + len(rejected) == batch_rows:
+            yield _jsonl_batch(rows, texts, lines, rejected)
+            rows, texts, lines, rejected = [], [], [], []
+    if rows or rejected:
+        yield _jsonl_batch(rows, texts, lines, rejected)
+
+
+def _jsonl_batch(
+    rows: list[dict[str, str | None]], texts: list[str], lines: list[int], rejected: list[RejectedRow]
+) -> RawBatch:
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
-    names.pop("__unparseable__", None)
     arrays = [pa.array([row.get(n) for row in rows], type=pa.string()) for n in names]
-    batch = (
-        pa.RecordBatch.from_arrays(arrays, names=list(names)) if names else pa.RecordBatch.from_pylist([{}] * len(rows))
-    )
-    # Blank lines are skipped, so line numbers are exact only for contiguous rows;
-    # the raw line text is kept verbatim for quarantine either way.
-    return RawBatch(batch, first_line=first_line, raw_lines=lines)
+    if names:
+        batch = pa.RecordBatch.from_arrays(arrays, names=list(names))
+    else:  # every object empty: rows without columns (they still count, and fail any required field)
+        batch = pa.RecordBatch.from_pydict({"_": pa.nulls(len(rows))}).drop_columns(["_"])
+    return RawBatch(batch, first_line=lines[0] if lines else 1, raw_lines=texts, lines=lines, rejected=rejected)
 
 
 def _parquet_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
@@ -172,67 +381,68 @@ def _parquet_batches(stream: IO[bytes], batch_rows: int) -> Iterator[RawBatch]:
         line += batch.num_rows
 
 
-def _parse_one(text: str, kind: str) -> object:
-    """Parse a single value; raises ValueError when it is not of the declared type."""
-    if kind in {"int", "long"}:
-        value = int(text.strip())
-        if kind == "int" and not -(2**31) <= value < 2**31:
-            raise ValueError("out of range for int")
-        return value
-    if kind == "double":
-        return float(text)
-    if kind == "boolean":
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError("not a boolean")
-    # date and timestamp: let Arrow decide, one value at a time.
-    return pc.cast(pa.array([text]), ARROW_TYPES[kind])[0].as_py()
+def _parse_one(text: str, kind: str) -> tuple[object, str | None]:
+    """One value as Arrow would cast it, or why it is refused (``is not a valid long``, ...)."""
+    try:
+        return pc.cast(pa.array([text]), ARROW_TYPES[kind])[0].as_py(), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if kind in {"int", "long"} and _INTEGER.fullmatch(text):
+        return None, f"is out of range for {kind}"  # the digits parse; the value does not fit
+    return None, f"is not a valid {kind}"
 
 
-def _cast_column(values: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
-    """Cast a text column to ``kind``; return (typed values, per-row failure mask).
+def _cast_column(values: pa.Array, kind: str) -> tuple[pa.Array, list[tuple[str, pa.Array]]]:
+    """Cast a text column to ``kind``; return the typed values and each failure: (what is wrong, row mask).
 
     The whole column is cast at once (fast path); only when that fails is each
-    value tried alone, so clean data never pays for the bad-row search.
+    value tried alone, so clean data never pays for the bad-row search. A double
+    must be finite: ``inf``, ``nan`` and ``1e999`` (overflow) parse, but no
+    consumer of the lake can use them.
     """
     target = ARROW_TYPES[kind]
     if kind == "string":
-        return pc.cast(values, target), pa.array([False] * len(values))
+        return pc.cast(values, target), []
     if kind == "boolean":
         lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
         is_true = pc.is_in(lowered, value_set=pa.array(sorted(_TRUE)))
         is_false = pc.is_in(lowered, value_set=pa.array(sorted(_FALSE)))
         failed = pc.and_(pc.is_valid(values), pc.invert(pc.or_(is_true, is_false)))
         typed = pc.if_else(pc.is_valid(values), is_true, pa.scalar(None, pa.bool_()))
-        return typed, pc.fill_null(failed, False)
+        return typed, [("is not a valid boolean", pc.fill_null(failed, False))]
+    failures: list[tuple[str, pa.Array]] = []
     try:
-        return pc.cast(values, target), pa.array([False] * len(values))
+        typed = pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
+        typed, failures = _cast_each(values, kind)
+    if kind == "double":
+        failures.append(("is not a finite number", pc.fill_null(pc.invert(pc.is_finite(typed)), False)))
+    return typed, failures
+
+
+def _cast_each(values: pa.Array, kind: str) -> tuple[pa.Array, list[tuple[str, pa.Array]]]:
+    """The slow path of :func:`_cast_column`: every value on its own, each failure with its reason."""
     parsed: list[object] = []
-    failed_list: list[bool] = []
+    why: list[str | None] = []
     for text in values.to_pylist():
-        if text is None:
-            parsed.append(None)
-            failed_list.append(False)
-            continue
-        try:
-            parsed.append(_parse_one(text, kind))
-            failed_list.append(False)
-        except (ValueError, OverflowError, pa.ArrowInvalid):
-            parsed.append(None)
-            failed_list.append(True)
-    return pa.array(parsed, type=target), pa.array(failed_list)
+        value, problem = (None, None) if text is None else _parse_one(text, kind)
+        parsed.append(value)
+        why.append(problem)
+    failures = [(problem, pa.array([w == problem for w in why])) for problem in dict.fromkeys(why) if problem]
+    return pa.array(parsed, type=ARROW_TYPES[kind]), failures
+
+
+def _missing(text: pa.Array, null_tokens: pa.Array) -> pa.Array:
+    """Which values are missing: a null token, or a null (JSONL and Parquet have them; CSV text does not)."""
+    return pc.or_(pc.is_null(text), pc.is_in(text, value_set=null_tokens))
 
 
 def type_batch(raw: RawBatch, columns: list[Column], extra: list[str], null_values: list[str]) -> TypedBatch:
     """Type the declared columns, keep undeclared ones as text, and find bad rows.
 
-    A row is bad when a declared value does not parse as its type, or a required
-    value is missing. Bad rows are returned by index with every reason found.
+    A row is bad when a declared value does not parse as its type (or is out of
+    its range, or is a double that is not finite), or a required value is
+    missing. Bad rows are returned by index with every reason found.
 
     Args:
         raw: the text batch.
@@ -244,45 +454,42 @@ def type_batch(raw: RawBatch, columns: list[Column], extra: list[str], null_valu
     n = batch.num_rows
     present = set(batch.schema.names)
     nulls = pa.array(null_values, type=pa.string())
-    problems: list[tuple[str, pa.Array]] = []
+    problems: list[tuple[str, pa.Array, str | None]] = []  # (reason, row mask, column whose value to show)
     arrays: dict[str, pa.Array] = {}
     for col in columns:
         if col.name not in present:
             arrays[col.name] = pa.nulls(n, type=ARROW_TYPES[col.type])
             if col.required:
-                problems.append((f"missing required field {col.name!r}", pa.array([True] * n)))
+                problems.append((f"missing required field {col.name!r}", pa.array([True] * n), None))
             continue
         text = batch.column(col.name)
-        is_null = pc.fill_null(pc.is_in(text, value_set=nulls), True)
+        is_null = _missing(text, nulls)
         text = pc.if_else(is_null, pa.scalar(None, pa.string()), text)
-        typed, failed = _cast_column(text, col.type)
+        typed, failures = _cast_column(text, col.type)
         arrays[col.name] = typed
         if col.required:
-            problems.append((f"missing required field {col.name!r}", is_null))
-        if pc.any(failed).as_py():
-            problems.append((f"{col.name!r} is not a valid {col.type}", failed))
+            problems.append((f"missing required field {col.name!r}", is_null, None))
+        problems.extend((f"{col.name!r} {what}", failed, col.name) for what, failed in failures)
     for name in extra:
         text = batch.column(name)
-        is_null = pc.fill_null(pc.is_in(text, value_set=nulls), True)
+        is_null = _missing(text, nulls)
         arrays[name] = pc.cast(pc.if_else(is_null, pa.scalar(None, pa.string()), text), pa.large_string())
 
     table = pa.table(arrays)
+    problems = [p for p in problems if n and pc.any(p[1]).as_py()]
     if not problems:
         return TypedBatch(good=table)
     bad_mask = problems[0][1]
-    for _, mask in problems[1:]:
+    for _, mask, _ in problems[1:]:
         bad_mask = pc.or_(bad_mask, mask)
-    bad_rows = pc.indices_nonzero(bad_mask).to_pylist()
-    if not bad_rows:
-        return TypedBatch(good=table)
-    masks = [(reason, mask.to_pylist()) for reason, mask in problems]
-    reasons = []
-    for row in bad_rows:
-        found = [reason for reason, mask in masks if mask[row]]
-        for reason in found:
-            if "is not a valid" in reason:
-                column = reason.split("'")[1]
-                value = batch.column(column)[row].as_py()
-                found[found.index(reason)] = f"{reason}: {value!r}"
-        reasons.append("; ".join(found))
-    return TypedBatch(good=table.filter(pc.invert(bad_mask)), bad_rows=bad_rows, reasons=reasons)
+    bad_rows = pc.indices_nonzero(bad_mask)
+    # Only the bad rows' flags and values are converted to Python, whatever the batch size.
+    found: list[list[str]] = [[] for _ in range(len(bad_rows))]
+    for reason, mask, column in problems:
+        hits = pc.take(mask, bad_rows).to_pylist()
+        values = pc.take(batch.column(column), bad_rows).to_pylist() if column else [None] * len(hits)
+        for i, (hit, value) in enumerate(zip(hits, values, strict=True)):
+            if hit:
+                found[i].append(f"{reason}: {value!r}" if column else reason)
+    reasons = ["; ".join(f) for f in found]
+    return TypedBatch(good=table.filter(pc.invert(bad_mask)), bad_rows=bad_rows.to_pylist(), reasons=reasons)

@@ -8,6 +8,9 @@ DuckDB's postgres extension) and swapped in atomically.
 
 Either way ``raw.lake_snapshots`` records which snapshot of every table the
 warehouse now holds: the lineage a trained model points back to.
+
+Table names come from the catalog, so every one is quoted where SQL is built
+(declarations only allow plain identifiers, but the catalog may hold others).
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from warehouse.connection import attach_postgres, duckdb_connect, pg_connection
 from warehouse.snapshots import PublishedTable
 
 log = logging.getLogger(__name__)
+
+
+def _quoted(identifier: str) -> str:
+    """A DuckDB identifier, double-quoted (a quote inside doubled), so a name is never read as SQL."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _raw_tables(settings: Settings) -> list[PublishedTable]:
@@ -63,7 +71,8 @@ def _publish_duckdb(settings: Settings, tables: list[PublishedTable]) -> None:
         conn.execute("create schema if not exists raw")
         for table in tables:
             location = table.metadata_location.removeprefix("file://").replace("'", "''")
-            conn.execute(f"create or replace view raw.{table.name} as select * from iceberg_scan('{location}')")
+            view = _quoted(table.name)
+            conn.execute(f"create or replace view raw.{view} as select * from iceberg_scan('{location}')")
         snapshots.replace(conn.execute, conn.executemany, tables, "?")
         conn.execute("commit")
 
@@ -83,7 +92,7 @@ def _publish_postgres(settings: Settings, tables: list[PublishedTable]) -> None:
         attach_postgres(duck, settings, read_only=False)
         duck.execute("create schema if not exists pg.raw")
         for table in tables:
-            stage = f"_stage_{table.name}"
+            stage = _quoted(f"_stage_{table.name}")
             duck.execute(f"drop table if exists pg.raw.{stage}")
             scan = catalog.load_table(f"{settings.raw_namespace}.{table.name}").scan(snapshot_id=table.snapshot_id)
             reader = scan.to_arrow_batch_reader()  # streamed: memory stays bounded

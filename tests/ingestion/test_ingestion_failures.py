@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from fingerprints import lake_fingerprint
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.table import Table
 
 import core.retry as retry
 import ingestion.loader as loader
+import ingestion.quarantine as quarantine
 from core.settings import Settings
 from ingestion.declarations import load_declarations
 from ingestion.loader import ingest
@@ -136,13 +136,13 @@ def test_quarantine_commit_conflict_is_retried_with_backoff(
     settings = local_settings.model_copy(update={"max_bad_row_share": 0.5})
     decl = load_declarations(settings.sources_dirs)["events"]
 
-    real_overwrite, calls = Table.overwrite, []
+    real_commit, calls = quarantine.commit_slice, []
 
-    def lose_the_first_race(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(self.name())
+    def lose_the_first_race(table, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(table.name())
         if len(calls) == 1:
             raise CommitFailedException("another writer committed first")
-        return real_overwrite(self, *args, **kwargs)
+        return real_commit(table, *args, **kwargs)
 
     real_delay, delays = retry.backoff_delay, []
 
@@ -150,7 +150,7 @@ def test_quarantine_commit_conflict_is_retried_with_backoff(
         delays.append(real_delay(attempt))
         return delays[-1]
 
-    monkeypatch.setattr(Table, "overwrite", lose_the_first_race)  # only the quarantine commit uses it
+    monkeypatch.setattr(quarantine, "commit_slice", lose_the_first_race)
     monkeypatch.setattr(retry, "backoff_delay", recorded_delay)
     result = ingest(decl, settings)
     assert (result.rows_loaded, result.rows_quarantined) == (1, 1)
