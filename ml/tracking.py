@@ -18,6 +18,8 @@ def configure_mlflow(settings: Settings) -> str:
     import mlflow
 
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    # Loading a model downloads its artifact; a progress bar per load is noise in logs and demos.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)
