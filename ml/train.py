@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -197,19 +200,20 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
             mlflow.log_figure(figure, f"plots/{name}")
             plt.close(figure)  # type: ignore[arg-type]
         example = x_eval.head(5)
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            signature=infer_signature(example, pipeline.predict_proba(example)[:, 1]),
-            input_example=example,
-            registered_model_name=settings.model_name,
-            pyfunc_predict_fn="predict_proba",
-            # skops, never pickle: loading (ml/artifacts.py) trusts exactly these types.
-            serialization_format="skops",
-            skops_trusted_types=TRUSTED_TYPES,
-            # Named outright: inferring them makes MLflow shell out to uv and pip, for seconds.
-            pip_requirements=_requirements(),
-        )
+        with _mlflow_checks_its_own_write():
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=infer_signature(example, pipeline.predict_proba(example)[:, 1]),
+                input_example=example,
+                registered_model_name=settings.model_name,
+                pyfunc_predict_fn="predict_proba",
+                # skops, never pickle: loading (ml/artifacts.py) trusts exactly these types.
+                serialization_format="skops",
+                skops_trusted_types=TRUSTED_TYPES,
+                # Named outright: inferring them makes MLflow shell out to uv and pip, for seconds.
+                pip_requirements=_requirements(),
+            )
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
@@ -218,6 +222,25 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
     client.set_model_version_tag(settings.model_name, version, "lab.roc_auc", f"{metrics['roc_auc']:.6f}")
     log.info("registered %s version %s (run %s)", settings.model_name, version, run.info.run_id)
     return TrainResult(run.info.run_id, version, metrics, len(data.frame), train_checksum)
+
+
+@contextmanager
+def _mlflow_checks_its_own_write() -> Iterator[None]:
+    """Let MLflow load back, once, the model this process has just written.
+
+    Logging a model with an input example makes MLflow load the saved model to
+    check that the example scores; with its deserialisation off (as
+    ``configure_mlflow`` leaves every lab process) that check fails with a
+    warning. The bytes are the ones this process wrote a moment ago, not an
+    artifact from the registry; every other load goes through ``ml.artifacts``.
+    """
+    key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    before = os.environ.get(key)
+    os.environ[key] = "true"
+    try:
+        yield
+    finally:
+        os.environ[key] = before if before is not None else "false"
 
 
 def _requirements() -> list[str]:
