@@ -27,8 +27,8 @@ def register_code_running_model(settings: Settings, marker: Path, params: dict[s
 
     from ml.tracking import configure_mlflow
 
-    configure_mlflow(settings)
-    with mlflow.start_run():
+    # The lab's experiment: its artifacts go under the settings' home, not ./mlruns.
+    with mlflow.start_run(experiment_id=configure_mlflow(settings)):
         if params:
             mlflow.log_params(params)
         info = mlflow.sklearn.log_model(

@@ -25,8 +25,7 @@ class UnlistedEstimator(ClassifierMixin, BaseEstimator):
 def _log(settings: Settings, model: object, **kwargs: object) -> str:
     import mlflow
 
-    configure_mlflow(settings)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=configure_mlflow(settings)):
         info = mlflow.sklearn.log_model(model, name="model", pip_requirements=[], **kwargs)  # type: ignore[arg-type]
     return str(info.model_uri)
 
