@@ -256,8 +256,8 @@ class PredictionLog:
         """Find out whether the database, or else the spool, can take rows.
 
         Run at start-up, so that /ready and /predict tell the truth before the
-        first row arrives, and while neither can take rows (no row is then
-        accepted, so no write attempt would find out when one is back).
+        first row arrives, and while the database is away and no row is there
+        to try it with (when neither can take rows, none is accepted).
         """
         try:
             self._ping()
@@ -288,8 +288,8 @@ class PredictionLog:
             self._persist(rows)
         if not self._held:
             self._replay_if_due()
-        if not self._held and not self._db_ok and not self._spool_ok and time.monotonic() >= self._next_probe:
-            self._probe()
+        if not self._held and not self._db_ok and time.monotonic() >= self._next_probe:
+            self._probe()  # no row tried the database lately: find out whether it is back
         if self._buffer:
             self._wake.set()
 
