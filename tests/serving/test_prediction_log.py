@@ -406,13 +406,14 @@ def test_no_answer_is_given_when_neither_the_database_nor_the_spool_can_keep_it(
     settings = log_settings(tmp_path, url).model_copy(update={"prediction_log_spool_dir": spool_blocker / "spool"})
 
     with running_api(settings, tmp_path / "api.log", need_ready=False) as api:
-        api.wait_for("the log to fail", lambda s: s["status"] == "failing")
-        code, body = api.ready()
-        assert code == 503 and body["status"] == "not-logging" and body["log"]["refusal"]
+        api.wait_for("the writer to find the spool unusable too", lambda s: "spool" in (s["last_error"] or ""))
         with httpx.Client(timeout=30) as http:
             refused = [http.post(f"{api.url}/predict", json=flight(n)) for n in range(30)]
         assert [r.status_code for r in refused] == [503] * 30
         assert refused[0].headers["retry-after"] == "1" and "cannot be logged" in refused[0].json()["detail"]
+        code, body = api.ready()
+        assert code == 503 and body["status"] == "not-logging"
+        assert body["log"]["status"] == "failing" and body["log"]["refusal"]
 
         spool_blocker.unlink()  # the disk has room again: answers resume, into the spool
         api.wait_for("the spool to be usable", lambda s: s["status"] == "degraded")
