@@ -93,6 +93,25 @@ class Settings(BaseSettings):
 
     # --- serving -----------------------------------------------------------------
     prediction_log_url: str = ""  # SQLAlchemy URL; default: SQLite under home
+    # The prediction log's local spool: rows the log database cannot take wait
+    # here (fsync'd JSON lines) until it can. Empty = <home>/prediction_spool.
+    prediction_log_spool_dir: Path | None = None
+    # Answered rows held in memory, not yet in the database or the spool. At
+    # this many, /predict answers 503: an answer is never given for a row the
+    # API has no room to keep.
+    prediction_log_max_pending: int = Field(default=100_000, gt=0)
+    # Attempts at the database per batch after the first, with the one backoff
+    # policy (core.retry), before the batch goes to the spool.
+    prediction_log_retries: int = Field(default=3, ge=0)
+    # The spool's size cap: past it the spool refuses rows like a full disk (so
+    # /predict answers 503 while the database is also down).
+    prediction_log_spool_max_bytes: int = Field(default=1 << 30, gt=0)
+    # On shutdown (SIGTERM) the log writes to the database for at most this
+    # long, then spools whatever is left.
+    prediction_log_drain_seconds: float = Field(default=10.0, ge=0.0)
+    # Connect and statement timeout on the log database: a hung server costs
+    # the writer this long per attempt, not forever.
+    prediction_log_db_timeout_seconds: float = Field(default=5.0, gt=0.0)
     decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     serve_poll_seconds: float = Field(default=30.0, ge=0.0)  # 0: no champion polling
     admin_token: SecretStr | None = None  # enables POST /admin/reload
@@ -128,6 +147,7 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
         if not self.prediction_log_url:
             self.prediction_log_url = f"sqlite:///{home / 'predictions.db'}"
+        self.prediction_log_spool_dir = (self.prediction_log_spool_dir or home / "prediction_spool").resolve()
         if not self.mlflow_artifact_uri:
             self.mlflow_artifact_uri = (home / "mlartifacts").as_uri()
         self.duckdb_path = (self.duckdb_path or home / "warehouse.duckdb").resolve()

@@ -16,7 +16,7 @@ from core.settings import Settings
 from ml.artifacts import ModelRefused
 from serving.features import OnlineFeatures
 from serving.model_store import ModelStore, ServedModel
-from serving.prediction_log import PredictionLog
+from serving.prediction_log import LogUnavailable, PredictionLog
 from serving.predictions import predict_flights
 from serving.schemas import FlightRequest, Prediction, ReloadResult
 
@@ -61,11 +61,14 @@ class Services:
         self._poller: threading.Thread | None = None
 
     def start(self) -> None:
-        """Open the prediction log, load the features and the champion, then follow the alias."""
+        """Open the prediction log, load the features and the champion, then follow the alias.
+
+        The log needs no database to open: until it has one it spools.
+        """
         from ml.tracking import configure_mlflow
 
         configure_mlflow(self.settings)
-        self.log = PredictionLog(self.settings.prediction_log_url)
+        self.log = PredictionLog.from_settings(self.settings)
         self.reload()
         if self.settings.serve_poll_seconds > 0:
             self._poller = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
@@ -77,7 +80,9 @@ class Services:
         if self._poller is not None:
             self._poller.join(timeout=5)
         if self.log is not None:
-            self.log.close()  # drains the buffer: nothing answered goes unlogged
+            # Bounded by LAB_PREDICTION_LOG_DRAIN_SECONDS: what the database does not
+            # take by then is spooled, so nothing answered goes unlogged.
+            self.log.close()
 
     def reload(self, *, features: bool = True) -> ReloadResult:
         """Load the champion (if it changed) and, with ``features``, the latest online features; swap both at once.
@@ -120,12 +125,31 @@ class Services:
         """Answer for ``flights``: one read of the snapshot serves the whole request.
 
         Raises:
-            HTTPException: 503 while no model may serve (none loaded yet, or refused).
+            HTTPException: 503 while no model may serve (none loaded yet, or refused), and
+                while the prediction log cannot take the answers' rows: an answer that
+                cannot be logged is not given.
         """
         snapshot = self.snapshot
-        if snapshot is None or self.log is None:
+        prediction_log = self.log
+        if snapshot is None or prediction_log is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model is being served yet; see /ready")
-        return predict_flights(flights, snapshot.model, snapshot.features, self.log, self.settings.decision_threshold)
+        refusal = prediction_log.refusal(len(flights))
+        if refusal is not None:
+            raise _not_logged(refusal)
+        try:
+            return predict_flights(
+                flights, snapshot.model, snapshot.features, prediction_log, self.settings.decision_threshold
+            )
+        except LogUnavailable as exc:  # the log stopped taking rows since the check above
+            raise _not_logged(str(exc)) from None
+
+
+def _not_logged(reason: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"the answer cannot be logged ({reason}); see /ready",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _version(snapshot: Snapshot | None) -> str | None:

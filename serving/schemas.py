@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -82,11 +82,27 @@ class RefusedModel(BaseModel):
     refused_at: datetime
 
 
+class LogStatus(BaseModel):
+    """The prediction log's health: whether answers can be logged, and what waits where."""
+
+    status: Literal["ok", "degraded", "failing"] = Field(
+        description="ok: rows reach the log database. degraded: they are kept in the local spool until it is back"
+        " (answers are still given). failing: they cannot be kept; /predict answers 503."
+    )
+    backlog: int = Field(description="Answered rows held in memory only, not yet in the database or the spool.")
+    spooled: int = Field(description="Rows in the local spool, waiting to be replayed into the database.")
+    written: int = Field(description="Rows this process has put in the database.")
+    lost: int = Field(description="Answered rows neither written nor spooled (only ever at shutdown).")
+    refusal: str | None = Field(default=None, description="Why answers are refused, when failing.")
+    last_error: str | None = Field(default=None, description="The last database or spool error.")
+
+
 class Readiness(BaseModel):
-    status: str
+    status: str = Field(description="ready (200); loading: no model may serve yet, or not-logging (503).")
     model_version: str | None
     features_version: str | None
     refused: RefusedModel | None = None
+    log: LogStatus | None = None
 
 
 class ModelInfo(BaseModel):

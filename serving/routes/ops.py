@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from core.names import CHAMPION
 from serving.deps import Services, ServicesDep
-from serving.schemas import Health, ModelInfo, Readiness, RefusedModel
+from serving.schemas import Health, LogStatus, ModelInfo, Readiness, RefusedModel
 
 router = APIRouter(tags=["operations"])
 
@@ -20,15 +22,23 @@ def check_health() -> Health:
 
 @router.get("/ready", response_model=Readiness, name="ready")
 def check_readiness(services: ServicesDep) -> JSONResponse:
-    """Readiness: a model and the online features are loaded."""
+    """Readiness: a model and the online features are loaded, and answers can be logged.
+
+    A log that spools while its database is away is ``degraded`` and still
+    ready (every answer is kept); a log that can keep nothing is ``failing``,
+    and then /predict answers 503, and so does this.
+    """
     snapshot = services.snapshot
+    health = services.log.health() if services.log is not None else None
+    logs_ok = health is not None and health.status != "failing"
     body = Readiness(
-        status="ready" if snapshot is not None else "loading",
+        status="loading" if snapshot is None else "ready" if logs_ok else "not-logging",
         model_version=snapshot.model.version if snapshot is not None else None,
         features_version=snapshot.features.version if snapshot is not None else None,
         refused=_refused(services),
+        log=LogStatus(**asdict(health)) if health is not None else None,
     )
-    code = status.HTTP_200_OK if snapshot is not None else status.HTTP_503_SERVICE_UNAVAILABLE
+    code = status.HTTP_200_OK if snapshot is not None and logs_ok else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(body.model_dump(mode="json"), status_code=code)
 
 
