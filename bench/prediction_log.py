@@ -145,7 +145,7 @@ def writer_throughput(workdir: Path, rows: int) -> dict[str, float]:
                 time.sleep(0.01)
         started = time.perf_counter()
         for row in batch:
-            log.record(row)
+            log.record([row])
         while log.health().backlog:
             time.sleep(0.001)
         out[name] = rows / (time.perf_counter() - started)

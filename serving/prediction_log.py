@@ -178,18 +178,21 @@ class PredictionLog:
 
     # --- the request side ------------------------------------------------------------
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Queue one prediction for writing; never blocks on the database or the disk.
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        """Queue the rows of one request for writing, all or none; never blocks on the database or the disk.
+
+        All or none: a batch request whose last rows would be refused must not
+        leave its first rows logged for answers that are never given.
 
         Raises:
-            LogUnavailable: the log cannot take the row (see the module's rule).
+            LogUnavailable: the log cannot take the rows (see the module's rule).
         """
         with self._lock:
-            reason = self._refusal(1)
+            reason = self._refusal(len(rows))
             if reason is not None:
                 raise LogUnavailable(reason)
-            self._buffer.append(row)
-            self._backlog += 1
+            self._buffer.extend(rows)
+            self._backlog += len(rows)
         if not self._wake.is_set():
             self._wake.set()
 

@@ -41,13 +41,13 @@ def predict_flights(
         departures.append(departure)
     probabilities = served.predict_proba(rows)
     now = datetime.now(UTC)
-    out = []
+    out, logged = [], []
     for flight, row, absent, departure, probability in zip(
         flights, rows, missing, departures, probabilities, strict=True
     ):
         prediction_id = str(uuid.uuid4())
         p = float(probability)
-        log.record(
+        logged.append(
             log_row(
                 prediction_id,
                 now,
@@ -72,6 +72,7 @@ def predict_flights(
                 missing_features=absent,
             )
         )
+    log.record(logged)  # before any answer leaves: rows for all of them, or a 503 for all
     return out
 
 

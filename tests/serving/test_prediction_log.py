@@ -447,21 +447,25 @@ def test_the_buffer_is_bounded_and_a_full_one_refuses_rows(tmp_path: Path) -> No
     path = tmp_path / "log.db"
     log = PredictionLog(f"sqlite:///{path}", tmp_path / "spool", max_pending=5, retries=0, db_timeout_seconds=60)
     try:
-        log.record(_row())
+        log.record([_row()])
         _wait(lambda: log.written == 1, "the first row")
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("begin exclusive")  # the writer now waits on the database's lock
-        for n in range(5):
-            log.record(_row(n))
+        log.record([_row(n) for n in range(3)])
+        # A batch's rows go in all together or not at all: two fit, three do not.
         with pytest.raises(LogUnavailable, match="waiting to be written"):
-            log.record(_row(99))
+            log.record([_row(n) for n in range(10, 13)])
+        assert log.health().backlog == 3
+        log.record([_row(3), _row(4)])
+        with pytest.raises(LogUnavailable, match="waiting to be written"):
+            log.record([_row(99)])
         health = log.health()
         assert health.status == "failing" and health.backlog == 5
         holder.execute("rollback")
         holder.close()
         _wait(lambda: log.health().backlog == 0, "the backlog to be written")
         assert log.health().status == "ok"
-        log.record(_row(6))
+        log.record([_row(6)])
     finally:
         log.close()
     assert len(logged_ids(f"sqlite:///{path}")) == 7
@@ -472,7 +476,7 @@ def test_the_log_error_shown_never_holds_a_password(tmp_path: Path) -> None:
     log = PredictionLog(url, tmp_path / "spool", retries=0)
     try:
         _wait(lambda: log.health().last_error is not None, "the database error")
-        log.record(_row())
+        log.record([_row()])
         _wait(lambda: log.health().spooled == 1, "the row to be spooled")
         health = log.health()
         assert health.status == "degraded" and "s3cret" not in (health.last_error or "")
