@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     serve_poll_seconds: float = Field(default=30.0, ge=0.0)  # 0: no champion polling
     admin_token: SecretStr | None = None  # enables POST /admin/reload
+    # Longest request body the API reads (larger: 413 before reading it). A
+    # 1,000-flight batch, the largest valid request, is well under it.
+    serve_max_body_bytes: int = Field(default=1_048_576, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
     # Where the pipeline's last task asks a running API to reload (empty: the

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from core.settings import Settings, get_settings
 from serving.api import api_router
 from serving.deps import Services
+from serving.errors import add_error_handlers
+from serving.limits import BodySizeLimit
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,4 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(api_router)
+    add_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.serve_max_body_bytes)
     return app

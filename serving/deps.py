@@ -177,7 +177,24 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def require_admin_token(services: ServicesDep, x_admin_token: Annotated[str | None, Header()] = None) -> None:
-    """401 unless X-Admin-Token equals the configured admin token (with none configured, always 401)."""
+    """401 unless X-Admin-Token equals the configured admin token (with none configured, always 401).
+
+    Compared as bytes: ``compare_digest`` refuses ``str`` holding anything but
+    ASCII (a TypeError, answered 500), and a header may carry any byte.
+    """
     expected = services.settings.admin_token.get_secret_value() if services.settings.admin_token else ""
-    if not expected or not x_admin_token or not secrets.compare_digest(x_admin_token, expected):
+    if (
+        not expected
+        or not x_admin_token
+        or not secrets.compare_digest(_raw(x_admin_token, "latin-1"), _raw(expected, "utf-8"))
+    ):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid X-Admin-Token header is required")
+
+
+def _raw(text: str, encoding: str) -> bytes:
+    """``text`` as the bytes it came from: a header value is decoded as latin-1, an
+    environment variable as UTF-8 with undecodable bytes escaped; never raises."""
+    try:
+        return text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")

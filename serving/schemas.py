@@ -14,8 +14,10 @@ Code3 = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{3,4}$", to_upper=Tr
 class FlightRequest(BaseModel):
     """A flight as a client knows it before departure."""
 
+    # No float field today; allow_inf_nan=False keeps NaN and Infinity a 422 should one be added.
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {
@@ -62,7 +64,7 @@ class Prediction(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     flights: list[FlightRequest] = Field(min_length=1, max_length=1000)
 
 

@@ -131,17 +131,22 @@ def test_batch_unknown_tailnum_and_bad_input(served) -> None:  # type: ignore[no
         assert info["alias"] == "champion" and info["lineage"]["lab.snapshot.flights"].isdigit()
 
 
-def test_no_generated_input_gives_a_server_error(served) -> None:  # type: ignore[no-untyped-def]
-    """schemathesis against the live server's OpenAPI spec: over 1000 cases, no 5xx."""
+def test_no_generated_input_gives_a_server_error(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """schemathesis against the live server's OpenAPI spec: at least 1000 cases for every operation that
+    takes input (the batch route included), and no answer of 500 or more."""
+    import json
     import re
     import subprocess
     import sys
+    from collections import Counter
     from pathlib import Path
+    from urllib.parse import urlparse
 
     from serving.process import api_server
 
     settings, _ = served
     schemathesis = Path(sys.executable).with_name("schemathesis")
+    har = tmp_path / "schemathesis.har"
     with api_server(settings) as (url, _):
         run = subprocess.run(
             [
@@ -151,9 +156,13 @@ def test_no_generated_input_gives_a_server_error(served) -> None:  # type: ignor
                 "--checks",
                 "not_a_server_error",
                 "--max-examples",
-                "300",
+                "1000",
                 "--seed",
                 "13",
+                "--report",
+                "har",
+                "--report-har-path",
+                str(har),
             ],
             capture_output=True,
             text=True,
@@ -161,7 +170,106 @@ def test_no_generated_input_gives_a_server_error(served) -> None:  # type: ignor
         )
     assert run.returncode == 0, run.stdout[-3000:]
     generated, passed = map(int, re.search(r"(\d+) generated, (\d+) passed", run.stdout).groups())  # type: ignore[union-attr]
-    assert generated >= 1000 and passed == generated
+    assert passed == generated
+    entries = json.loads(har.read_text())["log"]["entries"]
+    assert len(entries) == generated
+    per_operation = Counter((e["request"]["method"], urlparse(e["request"]["url"]).path) for e in entries)
+    for operation in [("POST", "/predict"), ("POST", "/predict/batch"), ("POST", "/admin/reload")]:
+        assert per_operation[operation] >= 1000, per_operation
+    assert not [e["response"]["status"] for e in entries if e["response"]["status"] >= 500]
+
+
+def test_a_huge_body_is_refused_at_once_while_health_answers(served) -> None:  # type: ignore[no-untyped-def]
+    """The real server: 45 MB bodies get a 413 before they are read, and /health stays fast meanwhile.
+
+    (Such a body stalled /health for seconds, then came back as a 422 as big as
+    itself.) Over the same wire: NaN is a 422 and a non-ASCII admin token a 401;
+    the largest valid batch, 1,000 flights, is under the limit.
+    """
+    import json
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlparse
+
+    import httpx
+
+    from serving.process import api_server
+
+    settings, _ = served
+    big = 45 * 2**20
+    health: list[float] = []
+    done = threading.Event()
+
+    def poll_health(url: str) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not done.is_set():
+                started = time.perf_counter()
+                assert http.get(f"{url}/health").status_code == 200
+                health.append(time.perf_counter() - started)
+                time.sleep(0.01)
+
+    def connect(url: str) -> socket.socket:
+        parts = urlparse(url)
+        return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+    flights = [_request(row) for row in _sample_flights(settings, 1000)]
+    with api_server(settings) as (url, _):
+        poller = threading.Thread(target=poll_health, args=(url,))
+        poller.start()
+        try:
+            # Headers and the first 64 KiB sent: the 413 comes back before the other 45 MB are.
+            with connect(url) as sock:
+                started = time.perf_counter()
+                sock.sendall(
+                    b"POST /predict/batch HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % big
+                )
+                sock.sendall(b" " * 65536)
+                assert _read_response(sock)[0] == 413
+                assert time.perf_counter() - started < 1.0
+                sock.sendall(b" " * (big - 65536))  # read and dropped by the server
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: api\r\n\r\n")
+                assert _read_response(sock)[0] == 200  # the same connection goes on serving
+
+            # An ordinary client sends it all before it reads: with a length, and chunked.
+            for content in [b" " * big, (b" " * 65536 for _ in range(big // 65536))]:
+                started = time.perf_counter()
+                response = httpx.post(
+                    f"{url}/predict/batch", content=content, headers={"content-type": "application/json"}, timeout=30
+                )
+                assert response.status_code == 413, response.text[:200]
+                assert time.perf_counter() - started < 2.0
+                assert str(settings.serve_max_body_bytes) in response.json()["detail"]
+        finally:
+            done.set()
+            poller.join()
+        assert len(health) > 10 and max(health) < 0.5, max(health)
+
+        batch = httpx.post(f"{url}/predict/batch", json={"flights": flights}, timeout=60)
+        assert batch.status_code == 200 and len(batch.json()["predictions"]) == 1000
+        nan = json.dumps({**flights[0], "flight": "@"}).replace('"@"', "NaN")
+        response = httpx.post(f"{url}/predict", content=nan, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "flight"]
+        with connect(url) as sock:
+            sock.sendall(b"POST /admin/reload HTTP/1.1\r\nHost: api\r\nX-Admin-Token: \xc3\xa9\xff\r\n\r\n")
+            status, body = _read_response(sock)
+            assert status == 401 and json.loads(body)["detail"] == "a valid X-Admin-Token header is required"
+
+
+def _read_response(sock) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    """One HTTP/1.1 response with a Content-Length, read off ``sock``: (status, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), body
 
 
 def test_sigterm_during_a_burst_logs_every_answer(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
