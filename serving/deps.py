@@ -121,7 +121,7 @@ class Services:
             except Exception:
                 log.exception("champion poll failed; still serving v%s", _version(self.snapshot))
 
-    def predict(self, flights: list[FlightRequest]) -> list[Prediction]:
+    def predict(self, flights: list[FlightRequest], *, batch: bool = False) -> list[Prediction]:
         """Answer for ``flights``: one read of the snapshot serves the whole request.
 
         Raises:
@@ -138,7 +138,12 @@ class Services:
             raise _not_logged(refusal)
         try:
             return predict_flights(
-                flights, snapshot.model, snapshot.features, prediction_log, self.settings.decision_threshold
+                flights,
+                snapshot.model,
+                snapshot.features,
+                prediction_log,
+                self.settings.decision_threshold,
+                batch=batch,
             )
         except LogUnavailable as exc:  # the log stopped taking rows since the check above
             raise _not_logged(str(exc)) from None

@@ -20,8 +20,13 @@ def predict_flights(
     features: OnlineFeatures,
     log: PredictionLog,
     threshold: float,
+    *,
+    batch: bool = False,
 ) -> list[Prediction]:
     """Score ``flights`` with one model version and one feature snapshot, queueing a log row per answer.
+
+    ``batch``: the flights came as ``/predict/batch``'s list, so an error's
+    location names the flight's index in it (even in a list of one).
 
     Raises:
         RequestValidationError: a flight names an unknown carrier or airport, or an
@@ -32,7 +37,7 @@ def predict_flights(
         try:
             row, absent, departure = features.assemble(flight)
         except FeatureError as exc:
-            loc = ["body", *(["flights", index] if len(flights) > 1 else []), exc.field]
+            loc = ["body", *(["flights", index] if batch else []), exc.field]
             raise RequestValidationError(
                 [{"type": "value_error", "loc": loc, "msg": str(exc), "input": exc.value}]
             ) from None

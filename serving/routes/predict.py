@@ -22,4 +22,4 @@ async def predict(flight: FlightRequest, services: ServicesDep) -> Prediction:
 def predict_batch(body: BatchRequest, services: ServicesDep) -> BatchPrediction:
     """Predictions for many flights in one call (one model version for all)."""
     # A plain def: a large batch is scored by scikit-learn, in the thread pool, off the event loop.
-    return BatchPrediction(predictions=services.predict(body.flights))
+    return BatchPrediction(predictions=services.predict(body.flights, batch=True))

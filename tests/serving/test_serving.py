@@ -127,6 +127,9 @@ def test_batch_unknown_tailnum_and_bad_input(served) -> None:  # type: ignore[no
             client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code
             == 422
         )
+        # In a batch, even of one, the error says which flight of the list.
+        one = client.post("/predict/batch", json={"flights": [{**flight, "carrier": "ZZ"}]})
+        assert one.status_code == 422 and one.json()["detail"][0]["loc"] == ["body", "flights", 0, "carrier"]
         info = client.get("/model").json()
         assert info["alias"] == "champion" and info["lineage"]["lab.snapshot.flights"].isdigit()
 
