@@ -33,7 +33,7 @@ import pytest
 import sqlalchemy as sa
 from stand_in_api import flight
 
-from core.processes import free_port, stop
+from core.processes import free_port, stop, wait_until_answering
 from core.settings import Settings
 from serving.prediction_log import (
     LogUnavailable,
@@ -102,19 +102,11 @@ def running_api(settings: Settings, stderr: Path, *, need_ready: bool = True) ->
         )
     api = Api(f"http://127.0.0.1:{port}", process, stderr)
     try:
-        deadline = time.monotonic() + 90
         path = "/ready" if need_ready else "/health"
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the API exited with {process.returncode}:\n{api.tail()}")
-            try:
-                if httpx.get(f"{api.url}{path}", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the API did not answer {path}:\n{api.tail()}")
-            time.sleep(0.2)
+        try:
+            wait_until_answering(process, f"{api.url}{path}", 90, "the API")
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}\n{api.tail()}") from None
         yield api
     finally:
         stop(process, grace=60)
