@@ -18,6 +18,8 @@ SNAPSHOTS_TABLE = "lake_snapshots"
 # The mart a model trains on, and the staging model of flights.
 TRAINING_MART = "training_flights"
 STAGING_FLIGHTS = "stg_nycflights__flights"
+# Marts named so are the API's lookup tables: published together as the online features.
+ONLINE_MART_PREFIX = "online_"
 
 # --- the model and its registry ------------------------------------------------------
 # The default registered model name (``LAB_MODEL_NAME``); dbt's exposure names it too.

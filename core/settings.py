@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     pg_password: SecretStr = SecretStr("")
     pg_database: str = "lab"
     pg_schema: str = "analytics"
+    # Where the online features the API serves are published after a green build
+    # (warehouse/online.py): a folder URI or s3://bucket/prefix, one subfolder per
+    # dbt target. Empty = <home>/features. The API reads only this, never the warehouse.
+    features_uri: str = ""
+    # Published versions kept (the newest, always including the one serving);
+    # at least 2, so a reader that just read the pointer never loses its version.
+    features_keep_versions: int = Field(default=5, ge=2)
 
     # --- MLflow: tracking, registry, promotion ----------------------------------
     mlflow_tracking_uri: str = ""  # default: sqlite under home; full stack: http://mlflow:5000

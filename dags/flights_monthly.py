@@ -1,7 +1,8 @@
 """Monthly pipeline over 2013: ingest the run's month into the lake, publish it, build the dbt graph.
 
 Each dbt model is its own task (Cosmos), built with its tests. A finished run
-marks the marts asset, which triggers ``train_and_promote``. Backfill months
+publishes the online features the API loads (only when every dbt task passed)
+and marks the marts asset, which triggers ``train_and_promote``. Backfill months
 with ``airflow backfill create --dag-id flights_monthly --from-date 2013-01-01
 --to-date 2013-03-01``; every step overwrites its month, so re-running is safe.
 """
@@ -46,10 +47,15 @@ def flights_monthly() -> None:
         return publish_lake(Settings())
 
     @task(pool=WAREHOUSE_POOL, outlets=[MARTS])
-    def marts_refreshed(month: str) -> dict[str, int]:
-        from orchestration.steps import mart_row_counts
+    def marts_refreshed(month: str) -> dict[str, Any]:
+        """Count the marts and publish the online features the API loads (only from an all-green build)."""
+        from airflow.sdk import get_current_context
 
-        return mart_row_counts(Settings())
+        from orchestration.steps import mart_row_counts, publish_online_features
+
+        settings = Settings()
+        run_id = str(get_current_context()["run_id"])
+        return {"rows": mart_row_counts(settings), "online_features": publish_online_features(settings, run_id)}
 
     ingest(MONTH) >> publish() >> dbt_task_group(Settings()) >> marts_refreshed(MONTH)
 

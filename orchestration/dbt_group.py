@@ -83,7 +83,13 @@ def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> 
             # Exposures (the model, the API) document consumers; nothing runs for them.
             exclude=["resource_type:exposure"],
         ),
-        operator_args={"vars": {"month": MONTH}, "pool": WAREHOUSE_POOL, "install_deps": False},
+        operator_args={
+            "vars": {"month": MONTH},
+            "pool": WAREHOUSE_POOL,
+            "install_deps": False,
+            # Keep each invocation's run_results.json: publishing the online features checks them.
+            "callback": "orchestration.steps.keep_dbt_results",
+        },
         **kwargs,
     )
     if watcher:

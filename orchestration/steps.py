@@ -9,6 +9,8 @@ plain dicts so Airflow can keep them as XComs.
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
@@ -92,7 +94,7 @@ def promote_challenger(settings: Settings, version: str) -> dict[str, Any]:
 
 
 def refresh_serving(settings: Settings) -> dict[str, Any]:
-    """Ask a running API to load the current champion and the rebuilt marts now.
+    """Ask a running API to load the current champion and the last published online features now.
 
     Without ``LAB_SERVE_RELOAD_URL`` nothing is called: the API follows the
     champion alias on its own every ``LAB_SERVE_POLL_SECONDS``.
@@ -113,3 +115,48 @@ def mart_row_counts(settings: Settings) -> dict[str, int]:
     from warehouse.query import row_counts
 
     return row_counts(settings, mart_relations(settings))
+
+
+def dbt_results_dir(settings: Settings, run_id: str) -> Path:
+    """Where a DAG run keeps the ``run_results.json`` of each of its dbt invocations, one file per task."""
+    from warehouse.dbt import target_dir
+
+    return target_dir(settings) / "airflow_runs" / re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+
+
+def keep_dbt_results(project_dir: str, context: Any = None, **_: Any) -> None:
+    """Cosmos callback after every dbt invocation: keep its ``run_results.json`` for the run's publish step.
+
+    Cosmos runs dbt in a temporary copy of the project and deletes it with the
+    results; these are the evidence ``publish_online_features`` checks. Kept
+    per task, so a retried task's last attempt is what counts.
+    """
+    import shutil
+
+    source = Path(project_dir) / "target" / "run_results.json"
+    if context is None or not source.exists():
+        return
+    folder = dbt_results_dir(Settings(), str(context["run_id"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / f".{context['ti'].task_id}.partial"
+    shutil.copyfile(source, staged)
+    staged.replace(folder / f"{context['ti'].task_id}.json")
+
+
+def publish_online_features(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Publish the online features from the marts this DAG run built, if its dbt results are all green.
+
+    The task that calls this runs only after every dbt task succeeded; the
+    results Cosmos's callback kept (``keep_dbt_results``) must say so too, or
+    nothing is published and the API keeps the features it has.
+    """
+    import shutil
+
+    from warehouse.online import publish_features
+
+    folder = dbt_results_dir(settings, run_id)
+    publication = publish_features(settings, sorted(folder.glob("*.json")))
+    for other in folder.parent.iterdir():  # earlier runs' evidence has served its purpose
+        if other != folder:
+            shutil.rmtree(other, ignore_errors=True)
+    return {"version": publication.version, "written": publication.written, "rows": publication.rows}

@@ -19,6 +19,7 @@ from serving.model_store import ModelStore, ServedModel
 from serving.prediction_log import LogUnavailable, PredictionLog
 from serving.predictions import predict_flights
 from serving.schemas import FlightRequest, Prediction, ReloadResult
+from warehouse.online import FeaturesUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Services:
         self.models = ModelStore(settings)
         self.snapshot: Snapshot | None = None
         self.refusal: Refusal | None = None
+        self.features_missing: str | None = None  # why nothing serves yet, when it is the features
         self.log: PredictionLog | None = None
         self._reloading = threading.Lock()
         self._stop = threading.Event()
@@ -69,7 +71,12 @@ class Services:
 
         configure_mlflow(self.settings)
         self.log = PredictionLog.from_settings(self.settings)
-        self.reload()
+        try:
+            self.reload()
+        except FeaturesUnavailable as exc:
+            # Up but not ready (503) until a build publishes features and a reload
+            # (the admin route, or the alias poller) loads them.
+            log.error("not ready: %s", exc)
         if self.settings.serve_poll_seconds > 0:
             self._poller = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
             self._poller.start()
@@ -88,11 +95,21 @@ class Services:
         """Load the champion (if it changed) and, with ``features``, the latest online features; swap both at once.
 
         A champion that fails its checks is refused (logged, kept in
-        ``refusal``) and the version already serving goes on serving.
+        ``refusal``) and the version already serving goes on serving. Features
+        that cannot be loaded change nothing: the error is raised before the swap.
+
+        Raises:
+            FeaturesUnavailable: no published features, or an artifact that fails its checks.
         """
         with self._reloading:
             current = self.snapshot
-            new_features = OnlineFeatures.load(self.settings) if features or current is None else current.features
+            try:
+                new_features = OnlineFeatures.load(self.settings) if features or current is None else current.features
+            except FeaturesUnavailable as exc:
+                self.features_missing = str(exc) if current is None else None
+                log.error("online features not loaded (%s); still serving %s", exc, _features_version(current))
+                raise
+            self.features_missing = None
             version = self.models.champion_version()
             model = current.model if current is not None and current.model.version == version else None
             if model is None and not (self.refusal is not None and self.refusal.version == version):
@@ -118,6 +135,8 @@ class Services:
         while not self._stop.wait(self.settings.serve_poll_seconds):
             try:
                 self.reload(features=False)
+            except FeaturesUnavailable:
+                pass  # logged by reload; retried on the next poll
             except Exception:
                 log.exception("champion poll failed; still serving v%s", _version(self.snapshot))
 
@@ -132,7 +151,8 @@ class Services:
         snapshot = self.snapshot
         prediction_log = self.log
         if snapshot is None or prediction_log is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model is being served yet; see /ready")
+            detail = self.features_missing or "no model is being served yet; see /ready"
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
         refusal = prediction_log.refusal(len(flights))
         if refusal is not None:
             raise _not_logged(refusal)
@@ -159,6 +179,10 @@ def _not_logged(reason: str) -> HTTPException:
 
 def _version(snapshot: Snapshot | None) -> str | None:
     return snapshot.model.version if snapshot is not None else None
+
+
+def _features_version(snapshot: Snapshot | None) -> str | None:
+    return snapshot.features.version if snapshot is not None else None
 
 
 def _settle_heap() -> None:

@@ -96,18 +96,25 @@ class OnlineFeatures:
 
     @classmethod
     def load(cls, settings: Settings) -> OnlineFeatures:
-        """Read the online marts of ``settings.dbt_target`` into memory."""
-        from warehouse.dbt import mart_relations
-        from warehouse.query import query
-        from warehouse.snapshots import last_published_at
+        """Read the published online features of ``settings.dbt_target`` into memory.
 
-        marts = mart_relations(settings)
+        They come from the artifact a green build published (``warehouse.online``),
+        every file checked against its manifest, never from the warehouse: a
+        build may be running on it, or may have failed after rewriting a mart.
+
+        Raises:
+            FeaturesUnavailable: nothing is published yet (run `lab build`), or
+                the artifact does not match its manifest.
+        """
+        from warehouse.online import FeaturesUnavailable, read_current
+
+        published = read_current(settings)
 
         def rows(name: str) -> list[dict[str, Any]]:
-            return [
-                {k: _clean(v) for k, v in r.items()}
-                for r in query(settings, f"select * from {marts[name]}").to_pylist()
-            ]
+            table = published.tables.get(name)
+            if table is None:
+                raise FeaturesUnavailable(f"features {published.version} hold no {name}; run `lab build`")
+            return [{k: _clean(v) for k, v in r.items()} for r in table.to_pylist()]
 
         planes = {r["tailnum"]: r for r in rows("online_plane_features")}
         history = {
@@ -116,16 +123,14 @@ class OnlineFeatures:
         weather = {(r["origin"], r["observed_at"].astimezone(UTC)): r for r in rows("online_origin_weather")}
         airports = {r["airport_code"]: r["time_zone"] for r in rows("online_airports")}
         carriers = {key[2] for key in history}
-        snapshot = last_published_at(settings)
-        version = f"{settings.dbt_target}@{snapshot:%Y-%m-%dT%H:%M:%S}" if snapshot else settings.dbt_target
         log.info(
             "online features %s: %d planes, %d history rows, %d observations",
-            version,
+            published.version,
             len(planes),
             len(history),
             len(weather),
         )
-        return cls(version, planes, history, weather, airports, carriers)
+        return cls(published.version, planes, history, weather, airports, carriers)
 
     def departure_utc(self, flight: FlightRequest) -> tuple[datetime, datetime]:
         """(local, UTC) scheduled departure; a naive time is local at the origin."""

@@ -105,6 +105,9 @@ class Readiness(BaseModel):
     features_version: str | None
     refused: RefusedModel | None = None
     log: LogStatus | None = None
+    features_missing: str | None = Field(
+        default=None, description="Why no online features are loaded yet (e.g. none published: run `lab build`)."
+    )
 
 
 class ModelInfo(BaseModel):

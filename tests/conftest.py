@@ -149,21 +149,24 @@ def _pg_parts(url: str) -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def duckdb_built(lake_settings: Settings) -> Settings:
-    """The lake published to DuckDB and `dbt build` run on it (full build)."""
+    """The lake published to DuckDB, `dbt build` run on it (full build), its online features published."""
     from warehouse.dbt import run_dbt
+    from warehouse.online import publish_features
     from warehouse.publish import publish
 
     settings = lake_settings.model_copy(update={"dbt_target": "duckdb"})
     publish(settings)
     run_dbt(settings, ["build"])
     _keep_build_results(settings)
+    publish_features(settings)  # as `lab build` does: the API serves only these
     return settings
 
 
 @pytest.fixture(scope="session")
 def postgres_built(lake_settings: Settings, pg_server_url: str, pg_session_database: str) -> Settings:
-    """The lake published to Postgres and `dbt build` run on it (full build)."""
+    """The lake published to Postgres, `dbt build` run on it (full build), its online features published."""
     from warehouse.dbt import run_dbt
+    from warehouse.online import publish_features
     from warehouse.publish import publish
 
     settings = lake_settings.model_copy(
@@ -172,6 +175,7 @@ def postgres_built(lake_settings: Settings, pg_server_url: str, pg_session_datab
     publish(settings)
     run_dbt(settings, ["build"])
     _keep_build_results(settings)
+    publish_features(settings)  # as `lab build` does: the API serves only these
     return settings
 
 

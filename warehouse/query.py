@@ -6,6 +6,7 @@ extension), so callers get the same Arrow types from either target.
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
 
 from core.settings import Settings
@@ -21,6 +22,24 @@ def query(settings: Settings, sql: str) -> pa.Table:
         attach_postgres(conn, settings, read_only=True)
         conn.execute("use pg")
         return conn.sql(sql).to_arrow_table()
+
+
+def query_all(settings: Settings, queries: dict[str, str]) -> dict[str, pa.Table]:
+    """Run several read-only queries in one transaction: the results come from one state of the warehouse."""
+    if settings.dbt_target == "duckdb":
+        with duckdb_connect(settings, settings.duckdb_path, read_only=True) as conn:
+            return _in_one_transaction(conn, queries)
+    with duckdb_connect(settings) as conn:
+        attach_postgres(conn, settings, read_only=True)
+        conn.execute("use pg")
+        return _in_one_transaction(conn, queries)
+
+
+def _in_one_transaction(conn: duckdb.DuckDBPyConnection, queries: dict[str, str]) -> dict[str, pa.Table]:
+    conn.execute("begin transaction")
+    tables = {name: conn.sql(sql).to_arrow_table() for name, sql in queries.items()}
+    conn.execute("commit")
+    return tables
 
 
 def row_counts(settings: Settings, relations: dict[str, str]) -> dict[str, int]:

@@ -60,9 +60,3 @@ def recorded(settings: Settings) -> dict[str, int]:
     """Raw table name -> the Iceberg snapshot id the warehouse holds."""
     rows = query(settings, f"select table_name, snapshot_id from {RELATION} order by table_name").to_pylist()
     return {row["table_name"]: int(row["snapshot_id"]) for row in rows}
-
-
-def last_published_at(settings: Settings) -> datetime | None:
-    """When the lake was last published to the warehouse (None: never)."""
-    at: datetime | None = query(settings, f"select max(published_at) as at from {RELATION}").to_pylist()[0]["at"]
-    return at

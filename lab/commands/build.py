@@ -22,9 +22,14 @@ def build_command(
     ] = False,
     select: Annotated[str | None, typer.Option("--select", "-s", help="dbt node selection.")] = None,
 ) -> None:
-    """Publish the lake to the warehouse and run `dbt build` (models, tests, unit tests)."""
+    """Publish the lake to the warehouse, run `dbt build` (models, tests, unit tests), publish the online features.
+
+    The API serves only the features published here, after a build with every
+    node passed: a failing build stops at `dbt build` and what the API loads stays as it was.
+    """
     from core.months import month_index
     from warehouse.dbt import build_vars, mart_relations, run_dbt
+    from warehouse.online import NotPublished, current_version, publish_features
     from warehouse.publish import publish
     from warehouse.query import row_counts
 
@@ -51,6 +56,16 @@ def build_command(
     for name, rows in row_counts(settings, mart_relations(settings)).items():
         table.add_row(name, f"{rows:,}")
     output.show(table)
+    try:
+        publication = publish_features(settings)
+    except NotPublished as exc:
+        if not select:
+            raise
+        # A partial build vouches only for what it selected.
+        output.show(f"online features not published ({exc}); still current: {current_version(settings) or 'none'}")
+        return
+    done = "published" if publication.written else "already current (published from this build)"
+    output.show(f"online features {publication.version} {done}: {publication.location}")
 
 
 def docs_command(

@@ -37,6 +37,7 @@ def check_readiness(services: ServicesDep) -> JSONResponse:
         features_version=snapshot.features.version if snapshot is not None else None,
         refused=_refused(services),
         log=LogStatus(**asdict(health)) if health is not None else None,
+        features_missing=services.features_missing,
     )
     code = status.HTTP_200_OK if snapshot is not None and logs_ok else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(body.model_dump(mode="json"), status_code=code)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 
 import pytest
-from fingerprints import mart_fingerprints
+from fingerprints import fingerprint, mart_fingerprints
 
 from core.names import WAREHOUSE_POOL
 from core.processes import free_port
@@ -138,9 +138,20 @@ def test_dags_test_runs_the_month_and_a_champion_follows(pipeline_home: Settings
     }
     assert months == {"2013-01", "2013-02", "2013-03"}
 
+    # The run published the online features the API loads, from the marts it built.
+    from warehouse.online import read_current
+    from warehouse.snapshots import recorded
+
+    published = read_current(settings)
+    assert published.manifest["lake_snapshots"] == {k: str(v) for k, v in recorded(settings).items()}
+    assert {name: fingerprint(table) for name, table in published.tables.items()} == {
+        name: first[name] for name in published.tables
+    }
+
     # The same month again: every step overwrites its month, so nothing changes.
     af.dags_test(settings, "flights_monthly", "2013-03-01")
     assert mart_fingerprints(settings) == first
+    assert read_current(settings).version != published.version  # a new build, a new version
 
     af.dags_test(settings, "train_and_promote")
     assert set(af.task_states(settings, "train_and_promote").values()) == {"success"}
@@ -202,3 +213,10 @@ def test_a_failing_test_turns_its_models_task_red(tmp_path_factory: pytest.TempP
     assert states["dbt.stg_nycflights__flights.test"] == "success"
     assert states[model_task_id(settings, "online_airports")] == "upstream_failed"  # downstream of int_routes
     assert states["marts_refreshed"] == "upstream_failed"
+    # Nothing was published; and the build's own results, kept by the callback, would refuse it anyway.
+    from orchestration.steps import publish_online_features
+    from warehouse.online import NotPublished, current_version
+
+    assert current_version(settings) is None
+    with pytest.raises(NotPublished, match="routes_are_never_fine"):
+        publish_online_features(settings, runs[0]["run_id"])
