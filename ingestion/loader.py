@@ -28,11 +28,12 @@ from core.settings import Settings
 from ingestion.commit import commit_with_retry, data_files_in
 from ingestion.declarations import SourceDeclaration, identifier_problem
 from ingestion.landing import LandedFile, land
-from ingestion.parsing import RawBatch, read_batches, read_header, type_batch
 from ingestion.quarantine import BadRow, QuarantineWriter, bad_rows, quarantine_table, write_quarantine
+from ingestion.reading import RawBatch, read_batches, read_header
 from ingestion.storage import ObjectStore, open_catalog
 from ingestion.tables import ensure_table, evolve_schema, lineage_values
 from ingestion.upsert import merged_files
+from ingestion.validation import type_batch
 from ingestion.writer import DataFileWriter, month_of
 
 ProgressFn = Callable[[int], None]

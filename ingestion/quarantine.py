@@ -30,7 +30,8 @@ from core.retry import with_retries
 from core.settings import Settings
 from ingestion.declarations import SourceDeclaration
 from ingestion.landing import LandedFile
-from ingestion.parsing import RawBatch, TypedBatch
+from ingestion.reading import RawBatch
+from ingestion.validation import TypedBatch
 from ingestion.writer import DataFileWriter, month_of
 
 UNKNOWN_PARTITION = ""  # quarantined rows whose partition value itself is unreadable

@@ -26,7 +26,7 @@ from ingestion.declarations import ColumnType
 
 
 class ColumnTypes(NamedTuple):
-    """What one declared column type is in Arrow (parsing) and in Iceberg (the table)."""
+    """What one declared column type is in Arrow (validation) and in Iceberg (the table)."""
 
     arrow: pa.DataType
     iceberg: IcebergType

@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 
 import ingestion.loader as loader
-import ingestion.parsing as parsing
+import ingestion.reading as reading
 from core.errors import BadRowsError, DeclarationError, LabError, SchemaMismatchError
 from core.settings import Settings
 from ingestion.declarations import SourceDeclaration, load_declarations
 from ingestion.loader import LoadResult, ingest
-from ingestion.parsing import read_batches
+from ingestion.reading import read_batches
 from ingestion.status import quarantined_rows
 from ingestion.storage import open_catalog
 
@@ -121,7 +121,7 @@ def test_a_file_of_only_ragged_rows_is_counted(local_settings: Settings) -> None
 
 def test_line_numbers_survive_ragged_rows_across_blocks_and_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ragged rows anywhere (block edges, batch edges, runs of them): every row keeps its own line."""
-    monkeypatch.setattr(parsing, "CSV_BLOCK_BYTES", 64)  # a few rows a block
+    monkeypatch.setattr(reading, "CSV_BLOCK_BYTES", 64)  # a few rows a block
     rng = random.Random(3)
     lines = ["a,b,c"]
     expected_good, expected_ragged = [], []
@@ -446,7 +446,7 @@ def test_bad_rows_are_not_held_in_memory(local_settings: Settings, monkeypatch: 
     accepted (every row quarantined), where the quarantine table gives the size
     those rows would take if they were held until the end.
     """
-    monkeypatch.setattr(parsing, "CSV_BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(reading, "CSV_BLOCK_BYTES", 1 << 16)
     rows = 40_000
     body = "".join(f"{i},click,inf,2024-01-{1 + i % 28:02d}T10:00:00Z\n" for i in range(rows))
     settings = local_settings.model_copy(update={"batch_rows": 1_000, "target_file_rows": 2_000})
