@@ -34,6 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.files import fsync_directory
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
@@ -148,7 +150,7 @@ class Spool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -203,7 +205,7 @@ class Spool:
                 for start in range(0, len(rows), batch_size):
                     insert(rows[start : start + batch_size])
                 path.unlink()
-                _fsync_directory(self.directory)
+                fsync_directory(self.directory)
             finally:
                 os.close(fd)
             with self._lock:
@@ -242,12 +244,3 @@ def _iso(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot spool a {type(value).__name__}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a created or removed directory entry durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -43,6 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.errors import LabError
+from core.files import fsync_directory
 from core.names import ONLINE_MART_PREFIX
 from core.settings import Settings
 from core.uris import is_s3
@@ -110,15 +111,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(out.fileno())
 
 
-def _sync_folder(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Store:
     """The artifact's root, local or on S3, through one pyarrow filesystem."""
 
@@ -162,7 +154,7 @@ class _Store:
             for name, data in ordered:
                 _write_synced(staging / name, data)
             os.rename(staging, self.local / version)  # the whole folder appears at once
-            _sync_folder(self.local)
+            fsync_directory(self.local)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -175,7 +167,7 @@ class _Store:
         tmp = self.local / f".{POINTER}.{uuid.uuid4().hex}"
         _write_synced(tmp, data)
         os.replace(tmp, self.local / POINTER)
-        _sync_folder(self.local)
+        fsync_directory(self.local)
 
     def versions(self) -> list[str]:
         """Every version folder, oldest first (version ids sort by time)."""
