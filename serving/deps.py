@@ -153,9 +153,6 @@ class Services:
         if snapshot is None or prediction_log is None:
             detail = self.features_missing or "no model is being served yet; see /ready"
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
-        refusal = prediction_log.refusal(len(flights))
-        if refusal is not None:
-            raise _not_logged(refusal)
         try:
             return predict_flights(
                 flights,
@@ -165,7 +162,7 @@ class Services:
                 self.settings.decision_threshold,
                 batch=batch,
             )
-        except LogUnavailable as exc:  # the log stopped taking rows since the check above
+        except LogUnavailable as exc:  # record() takes all the request's rows or none
             raise _not_logged(str(exc)) from None
 
 

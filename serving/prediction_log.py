@@ -178,11 +178,6 @@ class PredictionLog:
         if not self._wake.is_set():
             self._wake.set()
 
-    def refusal(self, rows: int = 1) -> str | None:
-        """Why ``rows`` more rows would be refused now, or None if they would be taken."""
-        with self._lock:
-            return self._refusal(rows)
-
     def _refusal(self, rows: int) -> str | None:
         if self._closed:
             return "the prediction log is shutting down"
@@ -209,10 +204,6 @@ class PredictionLog:
             "failing" if refusal is not None else "degraded" if not db_ok or spooled else "ok"
         )
         return LogHealth(status, backlog, spooled, written, lost, refusal, last_error)
-
-    @property
-    def pending(self) -> int:
-        return self._backlog
 
     @property
     def written(self) -> int:
