@@ -10,6 +10,8 @@
     before the current row, so a prediction counts exactly the outcomes known
     strictly before it: never its own flight, never a delay still unfolding.
 -#}
+{{ config(materialized="table") }}
+
 {%- set before_now = "interval '1 microsecond' preceding" -%}
 
 with
@@ -34,7 +36,9 @@ timeline as (
         case when is_cancelled then 0 else 1 end as departed,
         case when is_cancelled then 1 else 0 end as cancelled,
         case when is_late then 1 when not is_late then 0 end as late,
-        departure_delay_minutes as delay,
+        -- Exact decimals, not floats: Postgres slides a window over an exact sum
+        -- (subtracting what leaves the frame) but re-adds a float sum for every row.
+        cast(departure_delay_minutes as decimal(12, 3)) as delay,
         case when not is_cancelled and tailnum is not null then outcome_known_at end as plane_departed_at
     from outcomes
     union all
@@ -70,7 +74,7 @@ windows as (
         sum(late) over origin_two_hours as origin_late,
         sum(delay) over origin_two_hours as origin_delay,
         sum(cancelled) over origin_three_hours as origin_cancellations,
-        max(plane_departed_at) over plane_so_far as plane_previous_departure_at
+        max(plane_departed_at) over plane_so_far as plane_departed_at
     from timeline
     window
         route_days as (
@@ -129,14 +133,13 @@ final as (
         cast(windows.origin_delay as double precision)
         / nullif(windows.origin_departures, 0) as origin_mean_delay_minutes_2h,
         cast(coalesce(windows.origin_cancellations, 0) as integer) as origin_cancellations_3h,
-        windows.plane_previous_departure_at,
+        windows.plane_departed_at as plane_previous_departure_at,
         plane_departures.delay as plane_previous_delay_minutes,
-        {{ hours_between('windows.plane_previous_departure_at', 'windows.predicted_at') }}
-        as plane_previous_departure_age_hours
+        {{ hours_between('windows.plane_departed_at', 'windows.predicted_at') }} as plane_previous_departure_age_hours
     from windows
     left join plane_departures
         on windows.tailnum = plane_departures.tailnum
-        and windows.plane_previous_departure_at = plane_departures.outcome_known_at
+        and windows.plane_departed_at = plane_departures.outcome_known_at
     where windows.flight_id is not null
 )
 
