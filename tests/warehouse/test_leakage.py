@@ -4,6 +4,9 @@ tests/asof_reference.py recomputes every as-of feature of a seeded sample of fli
 tables, one flight at a time, sharing nothing with the models. The sample is random flights plus flights
 chosen where a leak would bite. The same check is then run on deliberately leaky copies of the dbt project,
 and must catch each leak in the features it touches: a check that never fails proves nothing.
+
+Cost: the recomputation takes a few seconds; each leaky variant rebuilds only the models its edit touches and
+the mart, on a copy of the session's warehouse (tens of seconds each).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def flights_to_check(ref: AsOfReference) -> dict[str, list[str]]:
     # Flights predicted at the very instant another flight left their origin: a window that includes its
     # current instant counts that departure.
     at_a_departure = []
-    for origin, rows in operated.groupby("origin"):
+    for _origin, rows in operated.groupby("origin"):
         at = np.isin(utc_instants(rows["scheduled_at"]) - ref.horizon, utc_instants(rows["known_at"]))
         at_a_departure += list(rows.index[at])
 
@@ -96,9 +99,14 @@ def flights_to_check(ref: AsOfReference) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def expected(reference: AsOfReference) -> dict[str, dict[str, object]]:
-    ids = sorted({fid for case in flights_to_check(reference).values() for fid in case})
-    return reference.table(ids)
+def cases(reference: AsOfReference) -> dict[str, list[str]]:
+    return flights_to_check(reference)
+
+
+@pytest.fixture(scope="module")
+def expected(reference: AsOfReference, cases: dict[str, list[str]]) -> dict[str, dict[str, object]]:
+    """flight_id -> its as-of features, recomputed from the raw lake."""
+    return reference.table(sorted({fid for ids in cases.values() for fid in ids}))
 
 
 def mart_rows(settings: Settings, flight_ids: list[str]) -> list[dict[str, object]]:
@@ -116,9 +124,10 @@ def describe(mismatches: list[Mismatch], limit: int = 12) -> str:
 
 
 def test_mart_features_equal_an_independent_recomputation(
-    duckdb_built: Settings, reference: AsOfReference, expected: dict[str, dict[str, object]]
+    duckdb_built: Settings,
+    cases: dict[str, list[str]],
+    expected: dict[str, dict[str, object]],
 ) -> None:
-    cases = flights_to_check(reference)
     assert len(cases["random"]) == RANDOM_FLIGHTS
     for name, ids in cases.items():
         assert len(ids) >= PER_CASE, f"too few flights where a leak would bite: {name}"
@@ -201,7 +210,7 @@ def build_leaky_copy(built: Settings, leak: Leak, workdir: Path) -> Settings:
         assert sql.count(text) == 1, f"{path} no longer holds {text!r} once: re-aim the leak {leak.name}"
         (project / path).write_text(sql.replace(text, replacement))
     assert built.duckdb_path is not None
-    warehouse = workdir / "warehouse.duckdb"
+    warehouse = workdir / "warehouse.duckdb"  # the same file name: DuckDB's views name their catalog after it
     shutil.copy(built.duckdb_path, warehouse)
     settings = built.model_copy(update={"home": workdir / ".lab", "duckdb_path": warehouse, "dbt_project_dir": project})
     run_dbt(settings, ["run", "--full-refresh", "--select", leak.models])
@@ -210,7 +219,10 @@ def build_leaky_copy(built: Settings, leak: Leak, workdir: Path) -> Settings:
 
 @pytest.mark.parametrize("leak", LEAKS, ids=lambda leak: leak.name)
 def test_the_check_catches_a_leaky_variant(
-    leak: Leak, duckdb_built: Settings, expected: dict[str, dict[str, object]], tmp_path: Path
+    leak: Leak,
+    duckdb_built: Settings,
+    expected: dict[str, dict[str, object]],
+    tmp_path: Path,
 ) -> None:
     leaky = build_leaky_copy(duckdb_built, leak, tmp_path)
     mismatches = compare(expected, mart_rows(leaky, sorted(expected)))
