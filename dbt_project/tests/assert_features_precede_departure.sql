@@ -7,6 +7,8 @@
     - the weather was observed strictly before predicted_at and within the
       look-back, and weather_age_hours is that observation's age at predicted_at;
     - the plane's previous departure was known strictly before predicted_at;
+    - the flight itself had not left by predicted_at (else it would count its own
+      outcome: the horizon must exceed the earliest departure ahead of schedule);
     - a share or mean is null exactly when its count is zero, and a route-carrier
       count never exceeds the route's or the carrier's.
     The feature values themselves are recomputed from the raw lake, independently
@@ -49,6 +51,7 @@ violations as (
             - {{ hours_between('training.weather_observed_at', 'training.predicted_at') }}
         ) > 1e-9
         or training.plane_previous_departure_age_hours <= 0
+        or flights.actual_departure_at < training.predicted_at
         or (training.route_flights_window = 0) != (training.route_late_share is null)
         or (training.carrier_flights_window = 0) != (training.carrier_late_share is null)
         or (training.route_carrier_flights_window = 0) != (training.route_carrier_late_share is null)
