@@ -50,6 +50,10 @@ def build_command(
         f"dbt build on {settings.dbt_target}: {result.count('model', 'success')} models, "
         f"{result.count('test', 'pass')} data tests, {result.count('unit_test', 'pass')} unit tests passed"
     )
+    output.show(
+        f"features as of {settings.prediction_horizon_minutes} min before scheduled departure "
+        "(LAB_PREDICTION_HORIZON_MINUTES): only outcomes known by then count"
+    )
     freshness = run_dbt(settings, ["source", "freshness"])
     output.show(f"source freshness: {freshness.count('source', 'pass')} sources fresh")
     table = output.table("mart", "rows", title=f"Marts on {settings.dbt_target}")
