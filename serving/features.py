@@ -180,7 +180,7 @@ class Observations:
 
 
 def _timestamps(column: pa.ChunkedArray) -> np.ndarray:
-    """A timestamp column as int64 microseconds (nulls as the smallest int64; callers drop them first)."""
+    """A timestamp column as int64 microseconds; a null becomes the smallest int64, before any window."""
     as_us = column.cast(pa.timestamp("us", tz="UTC"))
     return np.asarray(as_us.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy(), dtype=np.int64)
 
