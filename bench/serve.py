@@ -7,6 +7,8 @@ Prints, in one run on this machine:
 - the same for ``mlflow models serve --env-manager local`` on the same model
   version, given the same feature rows the API assembled (``/invocations``);
 - in-process feature lookup latency (``OnlineFeatures.assemble``), p50/p99;
+- the API process's resident memory once it is ready (features and model
+  loaded), and its peak while loading;
 - in-process scoring of batches of 1 to 128 flights, p50 per call: the
   champion's trees compiled to arrays against scikit-learn's ``predict_proba``
   (where the API switches from one to the other).
@@ -74,7 +76,7 @@ def load(url: str, bodies: list[dict[str, Any]], concurrency: int, total: int) -
         with lock:
             latencies.extend(mine)
 
-    with httpx.Client() as warm:  # connection set-up and first-call costs out of the figures
+    with httpx.Client(timeout=60) as warm:  # connection set-up and first-call costs out of the figures
         for body in bodies[:20]:
             warm.post(url, json=body).raise_for_status()
     started = time.perf_counter()
@@ -86,6 +88,12 @@ def load(url: str, bodies: list[dict[str, Any]], concurrency: int, total: int) -
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
     }
+
+
+def resident_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a process, MiB (Linux ``/proc``)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return tuple(int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
 
 
 def mlflow_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
@@ -211,7 +219,8 @@ def main() -> None:
             lookup_times.append(time.perf_counter() - started)
 
     results: dict[str, dict[int, dict[str, float]]] = {"lab": {}, "mlflow": {}}
-    with api_server(settings) as (url, _):
+    with api_server(settings) as (url, api):
+        rss, peak = resident_mib(api.pid)
         for concurrency in (1, 16):
             results["lab"][concurrency] = load(f"{url}/predict", requests, concurrency, args.requests)
     port = free_port()
@@ -237,6 +246,7 @@ def main() -> None:
         f"feature lookup in process: p50 {statistics.median(lookup_times) * 1e6:.0f} us,"
         f" p99 {percentile(lookup_times, 0.99) * 1e6:.0f} us (goal p99 <= 1 ms)"
     )
+    print(f"API resident memory once ready: {rss:.0f} MiB (peak while loading {peak:.0f} MiB)")
     scoring_costs(settings, feature_rows)
 
 

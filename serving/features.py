@@ -1,9 +1,17 @@
-"""Online features: the marts' lookup tables in memory, assembled per request.
+"""Online features: the published outcomes and lookup tables in memory, assembled per request as of one instant.
 
-Every feature is computed the way the training mart computes it (same local
-calendar, same "latest observation strictly before the scheduled hour", same
-history row for the flight's local date), so a flight of 2013 gets exactly the
-features it was trained with. Lookups are dictionary reads: no I/O per request.
+A prediction is made ``Settings.prediction_horizon_minutes`` before the
+flight's scheduled departure: at P = scheduled departure (UTC) - horizon. Every
+feature is computed as of P the way the training mart computes it, counting an
+outcome only once it was known, strictly before P (an operated flight's delay
+once it actually departed, a cancellation at its scheduled time), so a flight
+of 2013 gets exactly the features it was trained with.
+
+The outcomes are indexed at load time: per route, carrier, route and carrier,
+origin, cancelling origin and plane, the instants the outcomes became known
+(int64 microseconds, ascending) beside running sums of lateness and delay. A
+window [start, P) is then two binary searches and two subtractions: a request
+costs a few ``searchsorted`` calls, no I/O and no scan.
 """
 
 from __future__ import annotations
@@ -11,9 +19,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pyarrow as pa
 
 from core.settings import Settings
 from serving.schemas import FlightRequest
@@ -32,7 +43,6 @@ WEATHER_COLUMNS = (
     "visibility_mi",
 )
 HISTORY_COLUMNS = (
-    "distance_miles",
     "route_flights_window",
     "route_late_share",
     "route_mean_delay_minutes",
@@ -42,9 +52,21 @@ HISTORY_COLUMNS = (
     "route_carrier_flights_window",
     "route_carrier_late_share",
 )
+SAME_DAY_COLUMNS = (
+    "origin_departures_2h",
+    "origin_late_share_2h",
+    "origin_mean_delay_minutes_2h",
+    "origin_cancellations_3h",
+    "plane_previous_delay_minutes",
+    "plane_previous_departure_age_hours",
+)
 PLANE_COLUMNS = ("plane_seat_count", "plane_engine_count", "plane_engine_type", "plane_manufacturer")
-# The dbt var weather_lookback_hours; a test checks it against dbt_project.yml's value.
+# The dbt vars weather_lookback_hours and history_window_days; a test checks them against dbt_project.yml.
 WEATHER_LOOKBACK_HOURS = 3
+HISTORY_WINDOW_DAYS = 28
+# The same-day windows at the origin (spec: departures over 2 h, cancellations over 3 h).
+ORIGIN_DEPARTURES_HOURS = 2
+ORIGIN_CANCELLATIONS_HOURS = 3
 SCHEDULE_COLUMNS = (
     "carrier",
     "origin",
@@ -58,14 +80,27 @@ SCHEDULE_COLUMNS = (
 SERVED_FEATURES = frozenset(
     (
         *SCHEDULE_COLUMNS,
+        "distance_miles",
         "has_plane_record",
         "plane_age_years",
         *PLANE_COLUMNS,
         "weather_age_hours",
         *WEATHER_COLUMNS,
         *HISTORY_COLUMNS,
+        *SAME_DAY_COLUMNS,
     )
 )
+
+# The published tables (warehouse.online) features are computed from.
+ONLINE_TABLES = frozenset(
+    ("online_flight_outcomes", "online_routes", "online_origin_weather", "online_plane_features", "online_airports")
+)
+# The side of a binary search over "known at" instants that leaves an instant equal
+# to the bound outside what was known: every window is [start, P), every "before P" strict.
+KNOWN_BEFORE: Literal["left", "right"] = "left"
+
+_US_PER_HOUR = 3_600_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FeatureError(ValueError):
@@ -83,20 +118,94 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def microseconds(when: datetime) -> int:
+    """``when`` (aware) as integer microseconds since the Unix epoch, the unit of every index here."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """The outcomes of one key (a route, a carrier, ...), ordered by when they became known.
+
+    ``late`` and ``delay`` are running sums with a leading zero, so the outcomes
+    at positions [lo, hi) hold ``late[hi] - late[lo]`` late departures.
+    """
+
+    known_at: np.ndarray  # int64 microseconds, ascending
+    late: np.ndarray  # int64, len(known_at) + 1
+    delay: np.ndarray  # float64 minutes, len(known_at) + 1
+
+    def window(self, start: int, end: int) -> tuple[int, int, float]:
+        """(count, late count, delay sum) of the outcomes known in [start, end)."""
+        lo = int(np.searchsorted(self.known_at, start, side=KNOWN_BEFORE))
+        hi = int(np.searchsorted(self.known_at, end, side=KNOWN_BEFORE))
+        return hi - lo, int(self.late[hi] - self.late[lo]), float(self.delay[hi] - self.delay[lo])
+
+    def count(self, start: int, end: int) -> int:
+        """How many outcomes were known in [start, end)."""
+        return int(
+            np.searchsorted(self.known_at, end, side=KNOWN_BEFORE)
+            - np.searchsorted(self.known_at, start, side=KNOWN_BEFORE)
+        )
+
+
+@dataclass(frozen=True)
+class PlaneDepartures:
+    """One plane's operated departures, ordered by when they were known, then by delay."""
+
+    known_at: np.ndarray  # int64 microseconds, ascending
+    delay: np.ndarray  # float64 minutes (NaN: unknown)
+
+    def latest_before(self, end: int) -> tuple[int, float | None] | None:
+        """(known at, delay) of the last departure known before ``end``; of simultaneous ones, the largest delay."""
+        index = int(np.searchsorted(self.known_at, end, side=KNOWN_BEFORE)) - 1
+        if index < 0:
+            return None
+        return int(self.known_at[index]), _clean(float(self.delay[index]))
+
+
+@dataclass(frozen=True)
+class Observations:
+    """One airport's weather observations, ordered by time."""
+
+    observed_at: np.ndarray  # int64 microseconds, ascending
+    rows: list[dict[str, Any]]
+
+    def latest_before(self, end: int, lookback: int) -> tuple[int, dict[str, Any]] | None:
+        """The last observation strictly before ``end`` and at or after ``end - lookback``."""
+        index = int(np.searchsorted(self.observed_at, end, side=KNOWN_BEFORE)) - 1
+        if index < 0 or int(self.observed_at[index]) < end - lookback:
+            return None
+        return int(self.observed_at[index]), self.rows[index]
+
+
+def _timestamps(column: pa.ChunkedArray) -> np.ndarray:
+    """A timestamp column as int64 microseconds; a null becomes the smallest int64, before any window."""
+    as_us = column.cast(pa.timestamp("us", tz="UTC"))
+    return np.asarray(as_us.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy(), dtype=np.int64)
+
+
 @dataclass
 class OnlineFeatures:
-    """In-memory copies of the online marts, keyed the way requests look them up."""
+    """The online tables in memory, indexed the way requests look them up; features as of ``horizon_minutes``."""
 
     version: str
+    horizon_minutes: int
     planes: dict[str, dict[str, Any]]
-    history: dict[tuple[str, str, str, date], dict[str, Any]]
-    weather: dict[tuple[str, datetime], dict[str, Any]]
+    distances: dict[tuple[str, str], float | None]
+    weather: dict[str, Observations]
     airports: dict[str, str | None]  # code -> IANA time zone (None: not in the registry)
     carriers: set[str]
+    routes: dict[tuple[str, str], Outcomes]
+    carrier_outcomes: dict[str, Outcomes]
+    route_carriers: dict[tuple[str, str, str], Outcomes]
+    origin_departures: dict[str, Outcomes]
+    origin_cancellations: dict[str, Outcomes]
+    plane_departures: dict[str, PlaneDepartures]
 
     @classmethod
     def load(cls, settings: Settings) -> OnlineFeatures:
-        """Read the published online features of ``settings.dbt_target`` into memory.
+        """Read the published online features of ``settings.dbt_target`` into memory and index them.
 
         They come from the artifact a green build published (``warehouse.online``),
         every file checked against its manifest, never from the warehouse: a
@@ -109,28 +218,42 @@ class OnlineFeatures:
         from warehouse.online import FeaturesUnavailable, read_current
 
         published = read_current(settings)
+        absent = sorted(ONLINE_TABLES - published.tables.keys())
+        if absent:
+            raise FeaturesUnavailable(f"features {published.version} hold no {', '.join(absent)}; run `lab build`")
+        return cls.from_tables(published.version, published.tables, settings.prediction_horizon_minutes)
+
+    @classmethod
+    def from_tables(cls, version: str, tables: dict[str, pa.Table], horizon_minutes: int) -> OnlineFeatures:
+        """Index the online tables (name -> Arrow table, every one of ``ONLINE_TABLES``) for a horizon."""
 
         def rows(name: str) -> list[dict[str, Any]]:
-            table = published.tables.get(name)
-            if table is None:
-                raise FeaturesUnavailable(f"features {published.version} hold no {name}; run `lab build`")
-            return [{k: _clean(v) for k, v in r.items()} for r in table.to_pylist()]
+            return [{k: _clean(v) for k, v in r.items()} for r in tables[name].to_pylist()]
 
         planes = {r["tailnum"]: r for r in rows("online_plane_features")}
-        history = {
-            (r["origin"], r["dest"], r["carrier"], r["as_of_date"]): r for r in rows("online_route_carrier_history")
-        }
-        weather = {(r["origin"], r["observed_at"].astimezone(UTC)): r for r in rows("online_origin_weather")}
+        distances = {(r["origin"], r["dest"]): r["distance_miles"] for r in rows("online_routes")}
         airports = {r["airport_code"]: r["time_zone"] for r in rows("online_airports")}
-        carriers = {key[2] for key in history}
-        log.info(
-            "online features %s: %d planes, %d history rows, %d observations",
-            published.version,
-            len(planes),
-            len(history),
-            len(weather),
+        weather = _index_weather(tables["online_origin_weather"])
+        outcomes = tables["online_flight_outcomes"]
+        features = cls(
+            version,
+            horizon_minutes,
+            planes,
+            distances,
+            weather,
+            airports,
+            carriers=set(outcomes.column("carrier").unique().drop_null().to_pylist()),
+            **_index_flight_outcomes(outcomes),
         )
-        return cls(published.version, planes, history, weather, airports, carriers)
+        log.info(
+            "online features %s as of %d min before departure: %d outcomes, %d planes, %d observations",
+            version,
+            horizon_minutes,
+            outcomes.num_rows,
+            len(planes),
+            sum(len(o.rows) for o in weather.values()),
+        )
+        return features
 
     def departure_utc(self, flight: FlightRequest) -> tuple[datetime, datetime]:
         """(local, UTC) scheduled departure; a naive time is local at the origin."""
@@ -151,8 +274,12 @@ class OnlineFeatures:
         local = when.replace(tzinfo=zone) if when.tzinfo is None else when.astimezone(zone)
         return local, local.astimezone(UTC)
 
+    def as_of(self, departure_utc: datetime) -> datetime:
+        """The prediction instant P for a scheduled departure: every feature counts only what was known before it."""
+        return departure_utc - timedelta(minutes=self.horizon_minutes)
+
     def assemble(self, flight: FlightRequest) -> tuple[dict[str, Any], list[str], datetime]:
-        """Features for one flight, the names of those missing, and the UTC departure.
+        """Features for one flight as of ``as_of(departure)``, the names of those missing, and the UTC departure.
 
         Raises:
             FeatureError: unknown carrier or airport, or an impossible time.
@@ -162,7 +289,8 @@ class OnlineFeatures:
         if flight.dest not in self.airports:
             raise FeatureError("dest", flight.dest, f"unknown airport code {flight.dest!r}")
         local, utc = self.departure_utc(flight)
-        flight_date = local.date()
+        p = microseconds(self.as_of(utc))
+        route = (flight.origin, flight.dest)
         features: dict[str, Any] = {
             "carrier": flight.carrier,
             "origin": flight.origin,
@@ -171,29 +299,140 @@ class OnlineFeatures:
             "day_of_week": local.isoweekday(),
             "departure_hour_local": local.hour,
             "departure_minute_of_day": local.hour * 60 + local.minute,
+            "distance_miles": self.distances.get(route),
         }
         plane = self.planes.get(flight.tailnum) if flight.tailnum else None
         features["has_plane_record"] = plane is not None
         year_built = plane["plane_year_built"] if plane else None
-        features["plane_age_years"] = flight_date.year - year_built if year_built is not None else None
+        features["plane_age_years"] = local.year - year_built if year_built is not None else None
         for column in PLANE_COLUMNS:
             features[column] = plane[column] if plane else None
 
-        scheduled_hour = utc.replace(minute=0, second=0, microsecond=0)
-        observation = None
-        for hours in range(1, WEATHER_LOOKBACK_HOURS + 1):
-            observation = self.weather.get((flight.origin, scheduled_hour - timedelta(hours=hours)))
-            if observation is not None:
-                break
-        features["weather_age_hours"] = (
-            (utc - observation["observed_at"]).total_seconds() / 3600 if observation is not None else None
-        )
+        observations = self.weather.get(flight.origin)
+        found = observations.latest_before(p, WEATHER_LOOKBACK_HOURS * _US_PER_HOUR) if observations else None
+        features["weather_age_hours"] = (p - found[0]) / _US_PER_HOUR if found else None
         for column in WEATHER_COLUMNS:
-            features[column] = observation[column] if observation is not None else None
+            features[column] = found[1][column] if found else None
 
-        history = self.history.get((flight.origin, flight.dest, flight.carrier, flight_date))
-        for column in HISTORY_COLUMNS:
-            features[column] = history[column] if history is not None else None
+        start = p - HISTORY_WINDOW_DAYS * 24 * _US_PER_HOUR
+        for prefix, outcomes in (
+            ("route", self.routes.get(route)),
+            ("carrier", self.carrier_outcomes.get(flight.carrier)),
+        ):
+            n, late, delay = outcomes.window(start, p) if outcomes else (0, 0, 0.0)
+            features[f"{prefix}_flights_window"] = n
+            features[f"{prefix}_late_share"] = late / n if n else None
+            features[f"{prefix}_mean_delay_minutes"] = delay / n if n else None
+        route_carrier = self.route_carriers.get((*route, flight.carrier))
+        n, late, _ = route_carrier.window(start, p) if route_carrier else (0, 0, 0.0)
+        features["route_carrier_flights_window"] = n
+        features["route_carrier_late_share"] = late / n if n else None
+
+        departures = self.origin_departures.get(flight.origin)
+        n, late, delay = departures.window(p - ORIGIN_DEPARTURES_HOURS * _US_PER_HOUR, p) if departures else (0, 0, 0.0)
+        features["origin_departures_2h"] = n
+        features["origin_late_share_2h"] = late / n if n else None
+        features["origin_mean_delay_minutes_2h"] = delay / n if n else None
+        cancellations = self.origin_cancellations.get(flight.origin)
+        features["origin_cancellations_3h"] = (
+            cancellations.count(p - ORIGIN_CANCELLATIONS_HOURS * _US_PER_HOUR, p) if cancellations else 0
+        )
+
+        history = self.plane_departures.get(flight.tailnum) if flight.tailnum else None
+        previous = history.latest_before(p) if history else None
+        features["plane_previous_delay_minutes"] = previous[1] if previous else None
+        features["plane_previous_departure_age_hours"] = (p - previous[0]) / _US_PER_HOUR if previous else None
 
         missing = sorted(name for name, value in features.items() if value is None)
         return features, missing, utc
+
+
+def _index_weather(table: pa.Table) -> dict[str, Observations]:
+    """Origin -> its observations in time order."""
+    by_origin: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    observed = _timestamps(table.column("observed_at"))
+    for at, row in zip(observed.tolist(), table.select(["origin", *WEATHER_COLUMNS]).to_pylist(), strict=True):
+        by_origin.setdefault(row["origin"], []).append((at, {k: _clean(row[k]) for k in WEATHER_COLUMNS}))
+    index = {}
+    for origin, found in by_origin.items():
+        found.sort(key=lambda item: item[0])
+        index[origin] = Observations(np.array([at for at, _ in found], dtype=np.int64), [row for _, row in found])
+    return index
+
+
+def _encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
+    """(integer code per row, -1 for null; the value of each code) of a column."""
+    encoded = column.combine_chunks().dictionary_encode()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
+
+
+def _groups(
+    keys: list[tuple[np.ndarray, list[Any]]], *order: np.ndarray
+) -> tuple[np.ndarray, list[tuple[Any, int, int]]]:
+    """Positions sorted by key, then by ``order`` (first array first), and each key's [start, end) in them.
+
+    A key is a column's value, or a tuple of values for several columns.
+    """
+    codes = [k[0] for k in keys]
+    positions = np.lexsort((*reversed(order), *reversed(codes)))
+    change = np.zeros(len(positions), dtype=bool)
+    change[:1] = True
+    for column in codes:
+        ranked = column[positions]
+        change[1:] |= ranked[1:] != ranked[:-1]
+    starts = np.flatnonzero(change).tolist()
+    groups = []
+    for start, end in zip(starts, [*starts[1:], len(positions)][: len(starts)], strict=True):
+        first = positions[start]
+        values = tuple(values[column[first]] for column, values in keys)
+        groups.append((values if len(values) > 1 else values[0], start, end))
+    return positions, groups
+
+
+def _running(values: np.ndarray, dtype: type) -> np.ndarray:
+    """Running sums with a leading zero."""
+    out: np.ndarray = np.zeros(len(values) + 1, dtype=dtype)
+    np.cumsum(values, dtype=dtype, out=out[1:])
+    return out
+
+
+def _index_flight_outcomes(table: pa.Table) -> dict[str, Any]:
+    """The per-key outcome indexes of ``OnlineFeatures`` from ``online_flight_outcomes``."""
+    known_at = _timestamps(table.column("outcome_known_at"))
+    known = table.column("outcome_known_at").is_valid().to_numpy(zero_copy_only=False)
+    cancelled = table.column("is_cancelled").fill_null(False).to_numpy(zero_copy_only=False)
+    operated = ~cancelled & known
+    # As in SQL sums and means, an unknown lateness or delay adds nothing (the count still counts the flight).
+    late = table.column("is_late").fill_null(False).to_numpy(zero_copy_only=False).astype(np.int64)
+    delay = table.column("departure_delay_minutes").to_numpy(zero_copy_only=False).astype(np.float64)
+    delay_known = ~np.isnan(delay)
+    origin, dest, carrier, tailnum = (_encoded(table.column(name)) for name in ("origin", "dest", "carrier", "tailnum"))
+
+    def outcomes(mask: np.ndarray, *keys: tuple[np.ndarray, list[Any]]) -> dict[Any, Outcomes]:
+        rows = np.flatnonzero(mask)
+        positions, groups = _groups([(codes[rows], values) for codes, values in keys], known_at[rows])
+        ordered = rows[positions]
+        times, lates, delays = known_at[ordered], late[ordered], np.where(delay_known, delay, 0.0)[ordered]
+        return {
+            key: Outcomes(
+                times[start:end], _running(lates[start:end], np.int64), _running(delays[start:end], np.float64)
+            )
+            for key, start, end in groups
+        }
+
+    # A plane's departures known at the same instant sort by delay (an unknown one first),
+    # so the last one before P has the largest known delay.
+    rows = np.flatnonzero(operated & (tailnum[0] >= 0))
+    ranked = np.where(delay_known, delay, -np.inf)
+    positions, groups = _groups([(tailnum[0][rows], tailnum[1])], known_at[rows], ranked[rows])
+    ordered = rows[positions]
+    times, delays = known_at[ordered], delay[ordered]
+    return {
+        "routes": outcomes(operated, origin, dest),
+        "carrier_outcomes": outcomes(operated, carrier),
+        "route_carriers": outcomes(operated, origin, dest, carrier),
+        "origin_departures": outcomes(operated, origin),
+        "origin_cancellations": outcomes(cancelled & known, origin),
+        "plane_departures": {key: PlaneDepartures(times[start:end], delays[start:end]) for key, start, end in groups},
+    }

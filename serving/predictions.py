@@ -75,6 +75,8 @@ def predict_flights(
                 threshold=threshold,
                 model=ModelRef(name=served.name, version=served.version),
                 scheduled_departure_utc=departure,
+                features_as_of=features.as_of(departure),
+                horizon_minutes=features.horizon_minutes,
                 missing_features=absent,
             )
         )

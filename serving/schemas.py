@@ -58,6 +58,11 @@ class Prediction(BaseModel):
     threshold: float
     model: ModelRef
     scheduled_departure_utc: datetime
+    features_as_of: datetime = Field(
+        description="The prediction instant: scheduled departure minus the horizon. Every feature counts only"
+        " what was known strictly before it."
+    )
+    horizon_minutes: int = Field(description="How long before scheduled departure the prediction is made.")
     missing_features: list[str] = Field(
         description="Features the model received as missing (it handles them natively)."
     )

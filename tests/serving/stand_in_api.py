@@ -13,7 +13,7 @@ the settings in ``LAB_*`` variables; or call ``install()`` in process.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,13 @@ class StandInTrees:
 
 
 class StandInFeatures:
-    """What ``predict_flights`` asks of the online features: ``assemble``, and a version."""
+    """What ``predict_flights`` asks of the online features: ``assemble``, ``as_of``, the horizon and a version."""
 
     version = FEATURES_VERSION
+    horizon_minutes = 120
+
+    def as_of(self, departure_utc: datetime) -> datetime:
+        return departure_utc - timedelta(minutes=self.horizon_minutes)
 
     def assemble(self, flight: Any) -> tuple[dict[str, Any], list[str], datetime]:
         when = flight.scheduled_departure

@@ -14,6 +14,7 @@ from fingerprints import fingerprint
 from pydantic import SecretStr
 
 from core.settings import Settings
+from serving.features import ONLINE_TABLES
 from warehouse.dbt import mart_relations, target_dir
 from warehouse.online import (
     MANIFEST,
@@ -30,7 +31,13 @@ from warehouse.snapshots import recorded
 
 pytestmark = pytest.mark.slow
 
-ONLINE_MARTS = {"online_airports", "online_origin_weather", "online_plane_features", "online_route_carrier_history"}
+ONLINE_MARTS = {
+    "online_airports",
+    "online_flight_outcomes",
+    "online_origin_weather",
+    "online_plane_features",
+    "online_routes",
+}
 
 
 def _build_results(settings: Settings) -> dict[str, Any]:
@@ -60,6 +67,7 @@ def test_published_features_are_the_marts_of_the_green_build(duckdb_built: Setti
     published = read_current(settings)
     manifest = published.manifest
     assert set(published.tables) == ONLINE_MARTS  # every online_* mart; training_flights stays in the warehouse
+    assert ONLINE_MARTS == ONLINE_TABLES  # ... and every table the API computes features from
     assert manifest["version"] == published.version == current_version(settings)
     assert manifest["dbt"] == {
         "target": "duckdb",
@@ -150,12 +158,12 @@ def test_a_reader_gets_a_whole_verified_version_or_an_error(duckdb_built: Settin
     assert read_current(settings).version == publication.version
     folder = _local_root(settings) / publication.version
 
-    history = folder / "online_route_carrier_history.parquet"
-    original = history.read_bytes()
-    history.write_bytes(original[:-9] + bytes([original[-9] ^ 0xFF]) + original[-8:])  # one byte flipped
-    with pytest.raises(FeaturesUnavailable, match=r"online_route_carrier_history\.parquet .* does not match"):
+    outcomes = folder / "online_flight_outcomes.parquet"
+    original = outcomes.read_bytes()
+    outcomes.write_bytes(original[:-9] + bytes([original[-9] ^ 0xFF]) + original[-8:])  # one byte flipped
+    with pytest.raises(FeaturesUnavailable, match=r"online_flight_outcomes\.parquet .* does not match"):
         read_current(settings)
-    history.write_bytes(original)
+    outcomes.write_bytes(original)
 
     manifest = folder / MANIFEST
     edited = json.loads(manifest.read_text())
