@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     # at least 2, so a reader that just read the pointer never loses its version.
     features_keep_versions: int = Field(default=5, ge=2)
 
+    # A prediction is made this long before the scheduled departure; every feature,
+    # in the marts (the dbt var of the same name) and in the API, counts only what
+    # was known by then.
+    prediction_horizon_minutes: int = Field(default=120, ge=0, le=24 * 60)
+
     # --- MLflow: tracking, registry, promotion ----------------------------------
     mlflow_tracking_uri: str = ""  # default: sqlite under home; full stack: http://mlflow:5000
     mlflow_artifact_uri: str = ""  # default: a folder under home (ignored by a tracking server)

@@ -52,6 +52,7 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "LAB_PG_PASSWORD": settings.pg_password.get_secret_value(),
         "LAB_PG_DATABASE": settings.pg_database,
         "LAB_PG_SCHEMA": settings.pg_schema,
+        "LAB_PREDICTION_HORIZON_MINUTES": str(settings.prediction_horizon_minutes),
         "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
         "DBT_PROJECT_DIR": str(settings.dbt_project_dir),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",

@@ -1,7 +1,8 @@
 {#-
-    No feature of a flight may draw on data timed at or after its scheduled
-    departure: the weather must be observed before the scheduled hour, and the
-    history window must end before the flight's day. Returns the offending rows.
+    No feature of a flight may draw on data timed at or after its prediction
+    instant: weather observed before it, the plane's previous departure before it,
+    and the instant itself the declared horizon before the scheduled departure.
+    Returns the offending rows.
 -#}
 with
 
@@ -9,24 +10,17 @@ training as (
     select * from {{ ref('training_flights') }}
 ),
 
-flights as (
-    select * from {{ ref('stg_nycflights__flights') }}
-),
-
 violations as (
     select
-        training.flight_id,
-        training.weather_observed_at,
-        flights.scheduled_hour_at,
-        training.history_window_end_date,
-        training.flight_date
+        flight_id,
+        predicted_at,
+        weather_observed_at,
+        plane_previous_departure_at
     from training
-    inner join flights
-        on training.flight_id = flights.flight_id
     where
-        training.weather_observed_at >= flights.scheduled_hour_at
-        or training.weather_observed_at >= training.scheduled_departure_at
-        or training.history_window_end_date >= training.flight_date
+        predicted_at != {{ prediction_instant('scheduled_departure_at') }}
+        or weather_observed_at >= predicted_at
+        or plane_previous_departure_at >= predicted_at
 )
 
 select * from violations

@@ -98,19 +98,31 @@ def test_training_mart_matches_the_raw_csv(duckdb_built: Settings) -> None:
         assert by_carrier[carrier] == pytest.approx(mean, abs=1e-9), carrier
 
 
-def test_no_feature_comes_from_after_departure(duckdb_built: Settings) -> None:
+def test_no_feature_comes_from_after_the_prediction(duckdb_built: Settings) -> None:
     """Independent of the singular dbt test: check the timestamps the mart carries."""
     mart = mart_relations(duckdb_built)["training_flights"]
+    horizon = duckdb_built.prediction_horizon_minutes
     leaks = query(
         duckdb_built,
         f"""
         select count(*) as n from {mart}
-        where weather_observed_at >= scheduled_departure_at or history_window_end_date >= flight_date
+        where predicted_at != scheduled_departure_at - interval '{horizon} minutes'
+            or prediction_horizon_minutes != {horizon}
+            or weather_observed_at >= predicted_at
+            or plane_previous_departure_at >= predicted_at
         """,
     ).to_pylist()[0]["n"]
     assert leaks == 0
-    covered = query(duckdb_built, f"select count(weather_observed_at) * 1.0 / count(*) as share from {mart}")
-    assert covered.to_pylist()[0]["share"] > 0.99  # the look-back finds weather for nearly every flight
+    covered = query(
+        duckdb_built,
+        f"""
+        select count(weather_observed_at) * 1.0 / count(*) as weather,
+            count(plane_previous_departure_at) * 1.0 / count(*) as plane
+        from {mart}
+        """,
+    ).to_pylist()[0]
+    assert covered["weather"] > 0.99  # the look-back finds weather for nearly every flight
+    assert covered["plane"] > 0.9  # and most planes have flown before
 
 
 def test_monthly_incremental_run_equals_full_build(duckdb_built: Settings, tmp_path: Path) -> None:
@@ -119,9 +131,7 @@ def test_monthly_incremental_run_equals_full_build(duckdb_built: Settings, tmp_p
     assert duckdb_built.duckdb_path is not None
     shutil.copy(duckdb_built.duckdb_path, copy)
     settings = duckdb_built.model_copy(update={"home": tmp_path / ".lab", "duckdb_path": copy})
-    run_dbt(
-        settings, ["build", "--select", "training_flights online_route_carrier_history", "--exclude", "test_type:unit"]
-    )
+    run_dbt(settings, ["build", "--select", "training_flights", "--exclude", "test_type:unit"])
     marts = mart_relations(settings)
     before = {m: fingerprint(query(settings, f"select * from {marts[m]}")) for m in marts}
 
@@ -130,16 +140,13 @@ def test_monthly_incremental_run_equals_full_build(duckdb_built: Settings, tmp_p
 
     with duckdb.connect(str(copy)) as conn:
         conn.execute(f"delete from {marts['training_flights']} where flight_month = '2013-03'")
-        conn.execute(f"delete from {marts['online_route_carrier_history']} where as_of_month = '2013-03'")
     gone = query(settings, f"select count(*) as n from {marts['training_flights']}").to_pylist()[0]["n"]
     assert gone < before["training_flights"][0]
-    run_dbt(
-        settings, ["run", "--select", "training_flights online_route_carrier_history", "--vars", '{"month": "2013-03"}']
-    )
+    run_dbt(settings, ["run", "--select", "training_flights", "--vars", '{"month": "2013-03"}'])
     after = {m: fingerprint(query(settings, f"select * from {marts[m]}")) for m in marts}
     assert after == before
 
-    run_dbt(settings, ["run", "--full-refresh", "--select", "+training_flights +online_route_carrier_history"])
+    run_dbt(settings, ["run", "--full-refresh", "--select", "+training_flights"])
     refreshed = {m: fingerprint(query(settings, f"select * from {marts[m]}")) for m in marts}
     assert refreshed == before
 
@@ -149,7 +156,7 @@ def test_lineage_runs_from_raw_to_the_api(duckdb_built: Settings) -> None:
     api = manifest["exposures"]["exposure.lab.prediction_api"]
     model = manifest["exposures"]["exposure.lab.flight_delay_model"]
     assert "model.lab.training_flights" in model["depends_on"]["nodes"]
-    assert "model.lab.online_route_carrier_history" in api["depends_on"]["nodes"]
+    assert "model.lab.online_flight_outcomes" in api["depends_on"]["nodes"]
     parents = manifest["parent_map"]
     upstream, frontier = set(), ["model.lab.training_flights"]
     while frontier:

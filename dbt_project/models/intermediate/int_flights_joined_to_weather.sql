@@ -1,14 +1,22 @@
 {#-
-    The weather a forecaster had before the flight: the latest observation at the
-    origin taken strictly before the scheduled departure hour, and at most
-    `weather_lookback_hours` before it. Observations are hourly, on the hour, so
-    the candidates are exactly the hours 1..N before the scheduled hour: an
-    equi-join both engines run as a hash join. Flights with none keep nulls.
+    The weather a forecaster had at the prediction instant: the latest observation
+    at the origin taken strictly before it, and at most `weather_lookback_hours`
+    before it. Observations are hourly, on the hour, so the candidates are exactly
+    the N whole hours before the instant: an equi-join both engines run as a hash
+    join. Flights with none keep nulls.
 -#}
 with
 
 flights as (
-    select * from {{ ref('stg_nycflights__flights') }}
+    select
+        *,
+        {{ prediction_instant('scheduled_departure_at') }} as predicted_at,
+        -- The last whole hour strictly before the instant, as whole hours after the
+        -- scheduled hour (negative: before it): floor((minutes after it - 1) / 60).
+        cast(floor(
+            (departure_minute_of_day % 60 - {{ var('prediction_horizon_minutes') | int }} - 1) / 60.0
+        ) as integer) as last_hour_offset
+    from {{ ref('stg_nycflights__flights') }}
 ),
 
 weather as (
@@ -16,7 +24,7 @@ weather as (
 ),
 
 lookback as (
-    {%- for hours in range(1, var('weather_lookback_hours') + 1) %}
+    {%- for hours in range(var('weather_lookback_hours')) %}
         {%- if not loop.first %}
             union all
         {%- endif %}
@@ -29,7 +37,8 @@ candidate_hours as (
         flights.flight_id,
         flights.origin,
         lookback.hours_before,
-        flights.scheduled_hour_at - lookback.hours_before * interval '1 hour' as candidate_at
+        flights.scheduled_hour_at
+        + (flights.last_hour_offset - lookback.hours_before) * interval '1 hour' as candidate_at
     from flights
     cross join lookback
 ),
@@ -67,7 +76,7 @@ final as (
     select
         flights.flight_id,
         latest.observed_at as weather_observed_at,
-        {{ hours_between('latest.observed_at', 'flights.scheduled_departure_at') }} as weather_age_hours,
+        {{ hours_between('latest.observed_at', 'flights.predicted_at') }} as weather_age_hours,
         latest.temperature_f,
         latest.dewpoint_f,
         latest.humidity_pct,

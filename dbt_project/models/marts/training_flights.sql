@@ -25,8 +25,8 @@ weather as (
     select * from {{ ref('int_flights_joined_to_weather') }}
 ),
 
-history as (
-    select * from {{ ref('int_route_carrier_history_daily') }}
+known as (
+    select * from {{ ref('int_flights_known_before_prediction') }}
 ),
 
 routes as (
@@ -39,6 +39,9 @@ final as (
         flights.flight_date,
         flights.flight_month,
         flights.scheduled_departure_at,
+        -- every feature below is as of this instant, the declared horizon before departure
+        known.predicted_at,
+        {{ var('prediction_horizon_minutes') | int }} as prediction_horizon_minutes,
         flights.departure_delay_minutes,
         flights.departure_delay_minutes > {{ var('late_departure_minutes') }} as is_departure_delayed,
         -- schedule
@@ -57,7 +60,7 @@ final as (
         planes.plane_engine_count,
         planes.plane_engine_type,
         planes.plane_manufacturer,
-        -- weather observed before the scheduled hour
+        -- weather observed before the prediction
         weather.weather_observed_at,
         weather.weather_age_hours,
         weather.temperature_f,
@@ -69,16 +72,23 @@ final as (
         weather.precipitation_in,
         weather.pressure_mb,
         weather.visibility_mi,
-        -- route and carrier history up to the day before
-        history.window_end_date as history_window_end_date,
-        history.route_flights_window,
-        history.route_late_share,
-        history.route_mean_delay_minutes,
-        history.carrier_flights_window,
-        history.carrier_late_share,
-        history.carrier_mean_delay_minutes,
-        history.route_carrier_flights_window,
-        history.route_carrier_late_share
+        -- route and carrier outcomes known in the window before the prediction
+        known.route_flights_window,
+        known.route_late_share,
+        known.route_mean_delay_minutes,
+        known.carrier_flights_window,
+        known.carrier_late_share,
+        known.carrier_mean_delay_minutes,
+        known.route_carrier_flights_window,
+        known.route_carrier_late_share,
+        -- the same day: the origin's last hours and the plane's previous departure
+        known.origin_departures_2h,
+        known.origin_late_share_2h,
+        known.origin_mean_delay_minutes_2h,
+        known.origin_cancellations_3h,
+        known.plane_previous_departure_at,
+        known.plane_previous_delay_minutes,
+        known.plane_previous_departure_age_hours
     from flights
     inner join planes
         on flights.flight_id = planes.flight_id
@@ -87,11 +97,8 @@ final as (
     inner join routes
         on flights.origin = routes.origin
         and flights.dest = routes.dest
-    left join history
-        on flights.origin = history.origin
-        and flights.dest = history.dest
-        and flights.carrier = history.carrier
-        and flights.flight_date = history.as_of_date
+    inner join known
+        on flights.flight_id = known.flight_id
 )
 
 select * from final

@@ -20,6 +20,8 @@ renamed as (
         {{ utc_month('time_hour') }} as flight_month,
         dep_time is null as is_cancelled,
         cast(dep_delay as double precision) as departure_delay_minutes,
+        -- The delay counts from the scheduled minute, across midnight when it runs late.
+        time_hour + (minute + dep_delay) * interval '1 minute' as actual_departure_at,
         cast(arr_delay as double precision) as arrival_delay_minutes,
         cast(distance as double precision) as distance_miles,
         _loaded_at

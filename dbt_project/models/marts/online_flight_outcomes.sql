@@ -1,0 +1,26 @@
+{#-
+    Every flight's outcome and when it became known: the API counts these, as the
+    training mart does, only once known before a request's prediction instant.
+-#}
+with
+
+outcomes as (
+    select * from {{ ref('int_flight_outcomes') }}
+),
+
+final as (
+    select
+        flight_id,
+        origin,
+        dest,
+        carrier,
+        tailnum,
+        scheduled_departure_at,
+        outcome_known_at,
+        is_cancelled,
+        is_late,
+        departure_delay_minutes
+    from outcomes
+)
+
+select * from final
