@@ -75,8 +75,15 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
 
     scratch_home = settings.home / "reproduce" / run_id
     shutil.rmtree(scratch_home, ignore_errors=True)
+    # The marts are rebuilt at the horizon the run trained at, whatever the current setting is.
+    horizon = run.data.params.get("prediction_horizon_minutes", "")
     scratch = settings.model_copy(
-        update={"home": scratch_home, "dbt_target": "duckdb", "duckdb_path": scratch_home / "warehouse.duckdb"}
+        update={
+            "home": scratch_home,
+            "dbt_target": "duckdb",
+            "duckdb_path": scratch_home / "warehouse.duckdb",
+            **({"prediction_horizon_minutes": int(horizon)} if horizon.isdigit() else {}),
+        }
     )
     with duckdb_connect(scratch, scratch.duckdb_path) as conn:
         conn.execute("create schema raw")

@@ -45,7 +45,7 @@ from core.checksum import checksum
 from core.errors import LabError
 from core.settings import Settings
 from ml import model as factories
-from ml.data import TrainingSet, horizon_minutes, read_mart, split
+from ml.data import DATE, TrainingSet, horizon_minutes, read_mart, split
 from ml.evaluation import point_metrics
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,10 @@ def tune(settings: Settings, frame: pd.DataFrame | None = None, budget: int = CO
     frame = read_mart(settings) if frame is None else frame
     data = split(frame, settings.validation_months, settings.test_months)
     experiment_id = configure_mlflow(settings)
-    searched = frame[frame["flight_date"] <= data.windows.validation_end]
+    searched = frame[frame[DATE] <= data.windows.validation_end]
     mart = {"rows": len(searched), "checksum": checksum(searched), "prediction_horizon_minutes": horizon_minutes(frame)}
+
+    children: list[str] = []
 
     def log_child(candidate: Candidate) -> None:
         name = f"candidate-{len(children) + 1}"
@@ -183,7 +185,6 @@ def tune(settings: Settings, frame: pd.DataFrame | None = None, budget: int = CO
             )
         children.append(name)
 
-    children: list[str] = []
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as run:
         mlflow.set_tag("lab.run_kind", "tuning")
         mlflow.log_params(
