@@ -54,34 +54,35 @@ class _Ranked:
     """Rows grouped by distinct score, ascending: what AUC and AP need, computed once."""
 
     def __init__(self, y: np.ndarray, proba: np.ndarray) -> None:
-        self.scores, self.group = np.unique(proba, return_inverse=True)
-        self.y = y.astype(bool)
+        self.scores, group = np.unique(proba, return_inverse=True)
+        self.key = group * 2 + y.astype(np.int64)  # (score group, class) of each row
 
-    def _by_group(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positives, negatives) weight per score group, for each row of ``weights``."""
-        k = len(self.scores)
-        offsets = (np.arange(weights.shape[0]) * k)[:, None]
-        index = (self.group[None, :] + offsets).ravel()
-        positives = np.bincount(index, (weights * self.y).ravel(), minlength=weights.shape[0] * k)
-        negatives = np.bincount(index, (weights * ~self.y).ravel(), minlength=weights.shape[0] * k)
-        return positives.reshape(-1, k), negatives.reshape(-1, k)
+    def by_group(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positives, negatives) weight per score group, one row per row of ``weights``: one bincount."""
+        k, r = len(self.scores), weights.shape[0]
+        index = (self.key[None, :] + (np.arange(r) * 2 * k)[:, None]).ravel()
+        counts = np.bincount(index, weights.ravel(), minlength=r * 2 * k).reshape(r, k, 2)
+        return counts[:, :, 1], counts[:, :, 0]
 
     def roc_auc(self, weights: np.ndarray) -> np.ndarray:
-        """P(score of a positive > score of a negative), ties counting half."""
-        pos, neg = self._by_group(weights)
-        below = np.cumsum(neg, axis=1) - neg
-        wins = (pos * (below + 0.5 * neg)).sum(axis=1)
-        return wins / (pos.sum(axis=1) * neg.sum(axis=1))  # type: ignore[no-any-return]
+        return roc_auc(*self.by_group(weights))
 
-    def average_precision(self, weights: np.ndarray) -> np.ndarray:
-        """Precision at each distinct threshold weighted by the recall it adds (scikit-learn's definition)."""
-        pos, neg = self._by_group(weights)
-        tp = np.cumsum(pos[:, ::-1], axis=1)  # thresholds from the highest score down
-        fp = np.cumsum(neg[:, ::-1], axis=1)
-        predicted = tp + fp
-        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-        recall_step = pos[:, ::-1] / tp[:, -1:]
-        return (precision * recall_step).sum(axis=1)  # type: ignore[no-any-return]
+
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """P(score of a positive > score of a negative), ties counting half, from per-group weights."""
+    below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+    return wins / (pos.sum(axis=1) * neg.sum(axis=1))  # type: ignore[no-any-return]
+
+
+def average_precision(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Precision at each distinct threshold weighted by the recall it adds (scikit-learn's definition)."""
+    tp = np.cumsum(pos[:, ::-1], axis=1)  # thresholds from the highest score down
+    fp = np.cumsum(neg[:, ::-1], axis=1)
+    predicted = tp + fp
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall_step = pos[:, ::-1] / tp[:, -1:]
+    return (precision * recall_step).sum(axis=1)  # type: ignore[no-any-return]
 
 
 class _Scored:
@@ -99,7 +100,8 @@ class _Scored:
 
     def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """Every metric for each row of ``weights`` (shape (k, n))."""
-        out = {"roc_auc": self.ranked.roc_auc(weights), "pr_auc": self.ranked.average_precision(weights)}
+        pos, neg = self.ranked.by_group(weights)
+        out = {"roc_auc": roc_auc(pos, neg), "pr_auc": average_precision(pos, neg)}
         total = weights.sum(axis=1)
         for name, losses in self.losses.items():
             out[name] = weights @ losses / total

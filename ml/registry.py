@@ -35,7 +35,7 @@ from ml import evaluation
 from ml.artifacts import ModelRefused, load_model
 from ml.data import LABEL, read_mart, window
 from ml.evaluation import Estimate, paired_auc_difference, point_metrics
-from ml.model import predicting
+from ml.model import positive_proba
 from ml.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,8 @@ def _judge(
     if rows.empty:
         raise _Undecided(f"the training mart holds no rows in the window {start}..{end}")
     y = rows[LABEL].to_numpy(dtype=int)
-    with predicting():
-        challenger_proba = challenger_model.predict_proba(rows[_features(params, rows, decision.challenger_version)])
-    decision.challenger_auc = point_metrics(y, challenger_proba[:, 1])["roc_auc"]
+    challenger_proba = positive_proba(challenger_model, rows[_features(params, rows, decision.challenger_version)])
+    decision.challenger_auc = point_metrics(y, challenger_proba)["roc_auc"]
     if champion is None:
         decision.outcome, decision.promoted, decision.reason = "promoted", True, "no champion yet"
         return
@@ -157,10 +156,9 @@ def _judge(
         decision.outcome, decision.promoted = "promoted", True
         decision.reason = f"champion v{champion.version} refused ({refused})"
         return
-    with predicting():
-        champion_proba = champion_model.predict_proba(rows[_features(champion_params, rows, str(champion.version))])
-    decision.champion_auc = point_metrics(y, champion_proba[:, 1])["roc_auc"]
-    difference = paired_auc_difference(y, challenger_proba[:, 1], champion_proba[:, 1])
+    champion_proba = positive_proba(champion_model, rows[_features(champion_params, rows, str(champion.version))])
+    decision.champion_auc = point_metrics(y, champion_proba)["roc_auc"]
+    difference = paired_auc_difference(y, challenger_proba, champion_proba)
     decision.difference = difference
     decision.promoted = difference.lo > settings.promotion_margin
     decision.outcome = "promoted" if decision.promoted else "rejected"

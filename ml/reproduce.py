@@ -21,7 +21,6 @@ from core.names import TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, T
 from core.settings import Settings
 from ml.artifacts import load_model
 from ml.data import LABEL, read_mart, window
-from ml.model import predicting
 from ml.tracking import configure_mlflow
 from ml.train import score
 
@@ -109,8 +108,7 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     test_part = window(frame, bounds["test_start"], bounds["test_end"])
     features = [f for f in (params["categorical_features"] + "," + params["numeric_features"]).split(",") if f]
     model = load_model(tags[TAG_MODEL_URI]).pipeline
-    with predicting():
-        rebuilt = score(model, test_part[features], test_part[LABEL].to_numpy(dtype=int))
+    rebuilt = score(model, test_part[features], test_part[LABEL].to_numpy(dtype=int))
     rebuilt = {f"test_{k}": v for k, v in rebuilt.items()}
     return Reproduction(
         run_id=run_id,

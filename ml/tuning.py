@@ -132,7 +132,7 @@ def search(
             started = time.perf_counter()
             factories.fit(pipeline, x_train, y_train, x_val, y_val)
             seconds = time.perf_counter() - started
-            scores = point_metrics(y_val, pipeline.predict_proba(x_val)[:, 1])
+            scores = point_metrics(y_val, factories.positive_proba(pipeline, x_val))
             candidate = Candidate(
                 params=params,
                 month_of_year=with_month and OPTIONAL_FEATURE in data.features,

@@ -61,3 +61,13 @@ def test_without_leaves_features_out_and_keeps_the_windows(mart: Callable[..., p
     fewer = data.without(["month_of_year", "not_a_column"])
     assert "month_of_year" not in fewer.features and fewer.excluded == ["month_of_year"]
     assert fewer.windows == data.windows and len(fewer.features) == len(data.features) - 1
+
+
+def test_the_windows_checksums_add_up_to_the_marts(mart: Callable[..., pd.DataFrame]) -> None:
+    from core.checksum import checksum
+    from ml.train import _combined
+
+    frame = mart(months=6, per_month=200)
+    data = split(frame, 2, 2)
+    assert _combined(checksum(data.part(p)) for p in PARTS) == checksum(frame)
+    assert _combined(checksum(data.part(p)) for p in PARTS[1:]) != checksum(frame)
