@@ -100,10 +100,19 @@ class Settings(BaseSettings):
     mlflow_artifact_uri: str = ""  # default: a folder under home (ignored by a tracking server)
     mlflow_experiment: str = "flight-delay"
     model_name: str = MODEL_NAME
-    # A challenger must beat the champion's ROC AUC by this much to be promoted.
+    # The gate promotes a challenger only when the lower end of the paired bootstrap
+    # 95% interval of its ROC AUC minus the champion's (same rows, same resamples)
+    # is above this: better by more than this, beyond sampling noise.
     promotion_margin: float = Field(default=0.001, ge=0.0)
-    # Months at the end of the training mart held out for evaluation.
-    eval_months: int = Field(default=2, ge=1)
+    # The training mart's last months, by local flight date: `test_months` are
+    # scored once per run (the reported metrics, the gate), the
+    # `validation_months` before them make every choice (tuning, early stopping,
+    # calibration), and everything earlier trains.
+    validation_months: int = Field(default=2, ge=1)
+    test_months: int = Field(default=2, ge=1)
+    # What `lab tune` writes and `lab train` uses: the chosen hyperparameters and
+    # features with every candidate's validation score. Empty = ml/tuned.json (committed).
+    tuned_config_path: Path | None = None
 
     # --- serving -----------------------------------------------------------------
     prediction_log_url: str = ""  # SQLAlchemy URL; default: SQLite under home
@@ -126,6 +135,9 @@ class Settings(BaseSettings):
     # Connect and statement timeout on the log database: a hung server costs
     # the writer this long per attempt, not forever.
     prediction_log_db_timeout_seconds: float = Field(default=5.0, gt=0.0)
+    # A flight is answered "late" when its probability is at least this: a product
+    # choice (what a false alarm costs against a missed delay), not a model
+    # parameter; see the README. Training logs precision and recall at it.
     decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     serve_poll_seconds: float = Field(default=30.0, ge=0.0)  # 0: no champion polling
     admin_token: SecretStr | None = None  # enables POST /admin/reload
@@ -168,6 +180,7 @@ class Settings(BaseSettings):
         if not self.mlflow_artifact_uri:
             self.mlflow_artifact_uri = (home / "mlartifacts").as_uri()
         self.duckdb_path = (self.duckdb_path or home / "warehouse.duckdb").resolve()
+        self.tuned_config_path = (self.tuned_config_path or PROJECT_ROOT / "ml" / "tuned.json").resolve()
         self.duckdb_extension_directory = (self.duckdb_extension_directory or home / "duckdb_extensions").resolve()
         self.airflow_home = (self.airflow_home or home / "airflow").resolve()
         if not self.airflow_database_url:

@@ -22,11 +22,16 @@ import yaml
 from core.errors import LabError
 
 # scikit-learn's own types that skops does not trust by default, all found in a
-# HistGradientBoosting pipeline this project fits; training logs the model with
-# this list and loading trusts nothing more.
+# pipeline this project fits; training logs the model with this list and loading
+# trusts nothing more. The two ``sklearn.calibration`` ones are what Platt scaling
+# on the validation window adds (``ml.model.platt_scaled``): the private holder of
+# a frozen model with its calibrator, and the calibrator itself (two floats).
+# Both are plain data to skops; without them a calibrated model could not load.
 TRUSTED_TYPES = [
     "functools.partial",
     "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
 ]

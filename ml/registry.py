@@ -1,9 +1,21 @@
-"""Promotion: the challenger becomes champion only if it is measurably better.
+"""Promotion: the challenger becomes champion only if it is measurably better, on rows neither has seen.
 
-Both models are scored on the *same* evaluation window (the challenger's
-held-out months, read fresh from the mart), so a model trained on an easier
-window cannot win by luck of the calendar. The decision and both scores are
-written on the challenger's model version, whichever way it goes.
+The window: the challenger's test window (read fresh from the mart), which
+its fit never saw. The champion must not have seen it either: every run
+records ``fit_end``, the last day whose rows shaped the model (training, and
+validation when it stopped the boosting or fitted the calibration). When the
+champion's ``fit_end`` reaches into the window there is no clean window to
+compare on, and the gate says so and decides nothing ("undecided"): comparing
+there would score the champion on its own training data.
+
+The decision: both models score the same rows; the paired bootstrap
+(``ml.evaluation.paired_auc_difference``: each resample scores both models on
+the same resampled rows) gives a 95% interval of challenger ROC AUC minus
+champion ROC AUC. The challenger is promoted only when the interval's lower
+bound is above ``Settings.promotion_margin``: better by more than the margin
+beyond sampling noise. An equal model (difference 0, interval [0, 0]) is not
+promoted. The decision, the window, both scores and the interval are written
+on the challenger's model version whichever way it goes.
 """
 
 from __future__ import annotations
@@ -11,19 +23,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from core.errors import LabError
 from core.names import CHALLENGER, CHAMPION, TAG_PREFIX, TAG_PROMOTION_DECISION, TAG_PROMOTION_REASON
 from core.settings import Settings
+from ml import evaluation
 from ml.artifacts import ModelRefused, load_model
-from ml.data import read_mart, split, window
+from ml.data import LABEL, read_mart, window
+from ml.evaluation import Estimate, paired_auc_difference, point_metrics
+from ml.model import positive_proba
 from ml.tracking import configure_mlflow
-from ml.train import score
 
 log = logging.getLogger(__name__)
+
+Outcome = Literal["promoted", "rejected", "undecided"]
 
 
 @dataclass
@@ -37,10 +54,24 @@ class Decision:
     champion_auc: float | None
     margin: float
     reason: str
+    outcome: Outcome = "rejected"
+    window: tuple[date, date] | None = None  # the rows both were scored on (local flight dates)
+    rows: int = 0
+    difference: Estimate | None = None  # challenger AUC - champion AUC, paired bootstrap 95% interval
+
+
+class _Undecided(Exception):
+    """No clean comparison is possible; the message says why."""
 
 
 def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame | None = None) -> Decision:
-    """Gate a model version (default: the challenger) against the current champion."""
+    """Gate a model version (default: the challenger) against the current champion.
+
+    Args:
+        settings: the registry, the warehouse and the margin.
+        version: the model version to gate (default: the ``challenger`` alias).
+        frame: the training mart, if already read (else read when needed).
+    """
     import mlflow
 
     configure_mlflow(settings)
@@ -53,72 +84,133 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champion = None
-
-    run = client.get_run(str(candidate.run_id))
-    frame = read_mart(settings) if frame is None else frame
-    held_out = window(
-        frame, date.fromisoformat(run.data.params["eval_start"]), date.fromisoformat(run.data.params["eval_end"])
-    )
-    data = split(frame, settings.eval_months)
-    x, y = data.xy(held_out)
-    champion_auc: float | None = None
-    try:
-        candidate_auc = score(load_model(f"models:/{name}/{candidate.version}").pipeline, x, y)["roc_auc"]
-    except ModelRefused as refused:
-        # Recorded like any rejection: the gate decided, nothing of the artifact ran.
-        candidate_auc, promoted, reason = float("nan"), False, f"model refused: {refused}"
-    else:
-        promoted, reason, champion_auc = _judge(settings, candidate.version, candidate_auc, champion, x, y)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    tags = {
-        TAG_PROMOTION_DECISION: "promoted" if promoted else "rejected",
-        TAG_PROMOTION_REASON: reason,
-        "lab.promotion.eval_window": f"{run.data.params['eval_start']}..{run.data.params['eval_end']}",
-        "lab.promotion.challenger_auc": f"{candidate_auc:.6f}",
-        "lab.promotion.champion_auc": "" if champion_auc is None else f"{champion_auc:.6f}",
-        "lab.promotion.champion_version": champion.version if champion else "",
-        "lab.promotion.margin": str(settings.promotion_margin),
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, candidate.version, key, value)
-    log.info("promotion of v%s: %s", candidate.version, reason)
-    return Decision(
-        promoted=promoted,
+    params = client.get_run(str(candidate.run_id)).data.params
+    decision = Decision(
+        promoted=False,
         challenger_version=str(candidate.version),
         champion_version=str(champion.version) if champion else None,
-        challenger_auc=candidate_auc,
-        champion_auc=champion_auc,
+        challenger_auc=float("nan"),
+        champion_auc=None,
         margin=settings.promotion_margin,
-        reason=reason,
+        reason="",
     )
+    try:
+        challenger_model = load_model(f"models:/{name}/{candidate.version}").pipeline
+    except ModelRefused as refused:
+        # Recorded like any rejection: the gate decided, nothing of the artifact ran.
+        decision.reason = f"model refused: {refused}"
+    else:
+        try:
+            _judge(settings, client, decision, challenger_model, params, champion, frame)
+        except _Undecided as undecided:
+            decision.outcome, decision.promoted, decision.reason = "undecided", False, str(undecided)
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    for key, value in _tags(decision).items():
+        client.set_model_version_tag(name, candidate.version, key, value)
+    log.info("promotion of v%s: %s (%s)", candidate.version, decision.outcome, decision.reason)
+    return decision
 
 
 def _judge(
-    settings: Settings, version: str, candidate_auc: float, champion: Any, x: pd.DataFrame, y: Any
-) -> tuple[bool, str, float | None]:
-    """(promote?, why, the champion's score) for a candidate that loaded and scored."""
+    settings: Settings,
+    client: Any,
+    decision: Decision,
+    challenger_model: Any,
+    params: dict[str, str],
+    champion: Any,
+    frame: pd.DataFrame | None,
+) -> None:
+    """Fill ``decision`` for a challenger that loaded.
+
+    Raises:
+        _Undecided: no window both models are clean of, or nothing to score on it.
+    """
+    start, end = _dates(params, ("test_start", "test_end"), f"v{decision.challenger_version}")
+    decision.window = (start, end)
+    rows = window(read_mart(settings) if frame is None else frame, start, end)
+    decision.rows = len(rows)
+    if rows.empty:
+        raise _Undecided(f"the training mart holds no rows in the window {start}..{end}")
+    y = rows[LABEL].to_numpy(dtype=int)
+    challenger_proba = positive_proba(challenger_model, rows[_features(params, rows, decision.challenger_version)])
+    decision.challenger_auc = point_metrics(y, challenger_proba)["roc_auc"]
     if champion is None:
-        return True, "no champion yet", None
-    if champion.version == version:
-        return False, "already champion", candidate_auc
+        decision.outcome, decision.promoted, decision.reason = "promoted", True, "no champion yet"
+        return
+    if str(champion.version) == decision.challenger_version:
+        decision.champion_auc, decision.reason = decision.challenger_auc, "already champion"
+        return
+    champion_params = client.get_run(str(champion.run_id)).data.params
+    (champion_fit_end,) = _dates(champion_params, ("fit_end",), f"champion v{champion.version}")
+    if champion_fit_end >= start:
+        raise _Undecided(
+            f"no clean window: champion v{champion.version} was fitted on rows through {champion_fit_end}, "
+            f"inside the challenger's test window {start}..{end}; comparing there would score it on its own "
+            "training data"
+        )
     try:
         champion_model = load_model(f"models:/{settings.model_name}/{champion.version}").pipeline
     except ModelRefused as refused:
         # A champion that may not be loaded cannot be served either: any sound candidate replaces it.
-        return True, f"champion v{champion.version} refused ({refused})", None
-    champion_auc = score(champion_model, x, y)["roc_auc"]
-    promoted = candidate_auc >= champion_auc + settings.promotion_margin
-    verdict = "beats" if promoted else "does not beat"
-    reason = (
-        f"ROC AUC {candidate_auc:.4f} {verdict} champion v{champion.version} "
-        f"{champion_auc:.4f} + margin {settings.promotion_margin}"
+        decision.outcome, decision.promoted = "promoted", True
+        decision.reason = f"champion v{champion.version} refused ({refused})"
+        return
+    champion_proba = positive_proba(champion_model, rows[_features(champion_params, rows, str(champion.version))])
+    decision.champion_auc = point_metrics(y, champion_proba)["roc_auc"]
+    difference = paired_auc_difference(y, challenger_proba, champion_proba)
+    decision.difference = difference
+    decision.promoted = difference.lo > settings.promotion_margin
+    decision.outcome = "promoted" if decision.promoted else "rejected"
+    verdict = "above" if decision.promoted else "not above"
+    decision.reason = (
+        f"ROC AUC {decision.challenger_auc:.4f} vs champion v{champion.version} {decision.champion_auc:.4f} "
+        f"on {start}..{end} ({len(rows):,} flights): difference {difference.value:+.4f}, 95% interval "
+        f"[{difference.lo:+.4f}, {difference.hi:+.4f}], lower bound {verdict} the margin {settings.promotion_margin}"
     )
-    return promoted, reason, champion_auc
+
+
+def _dates(params: dict[str, str], keys: tuple[str, ...], who: str) -> list[date]:
+    try:
+        return [date.fromisoformat(params[key]) for key in keys]
+    except (KeyError, ValueError):
+        raise _Undecided(f"{who}'s run records no {'/'.join(keys)}: it predates the three-window training") from None
+
+
+def _features(params: dict[str, str], rows: pd.DataFrame, version: str) -> list[str]:
+    """The columns a model was trained on (its run's feature lists), all present in the mart."""
+    features = [
+        f for f in (params.get("categorical_features", "") + "," + params.get("numeric_features", "")).split(",") if f
+    ]
+    missing = [f for f in features if f not in rows.columns]
+    if missing:
+        raise _Undecided(f"v{version} needs features the training mart no longer has: {', '.join(missing)}")
+    return features
+
+
+def _tags(decision: Decision) -> dict[str, str]:
+    def number(value: float | None) -> str:
+        return "" if value is None or np.isnan(value) else f"{value:.6f}"
+
+    difference = decision.difference
+    return {
+        TAG_PROMOTION_DECISION: decision.outcome,
+        TAG_PROMOTION_REASON: decision.reason,
+        "lab.promotion.window": "" if decision.window is None else f"{decision.window[0]}..{decision.window[1]}",
+        "lab.promotion.rows": str(decision.rows),
+        "lab.promotion.challenger_auc": number(decision.challenger_auc),
+        "lab.promotion.champion_auc": number(decision.champion_auc),
+        "lab.promotion.champion_version": decision.champion_version or "",
+        "lab.promotion.auc_difference": number(difference.value if difference else None),
+        "lab.promotion.auc_difference_lo": number(difference.lo if difference else None),
+        "lab.promotion.auc_difference_hi": number(difference.hi if difference else None),
+        "lab.promotion.bootstrap": f"{evaluation.REPLICATES} paired resamples, seed {evaluation.SEED}",
+        "lab.promotion.margin": str(decision.margin),
+    }
 
 
 def champion_summary(settings: Settings) -> dict[str, object]:
-    """Version, metrics and lineage of the current champion."""
+    """Version, params, metrics and lineage of the current champion, and the decision that made it."""
     import mlflow
 
     configure_mlflow(settings)
@@ -132,7 +224,9 @@ def champion_summary(settings: Settings) -> dict[str, object]:
         "name": settings.model_name,
         "version": str(version.version),
         "run_id": version.run_id,
+        "params": dict(run.data.params),
         "metrics": dict(run.data.metrics),
+        "promotion": {k: v for k, v in version.tags.items() if k.startswith("lab.promotion.")},
         "lineage": {k: v for k, v in run.data.tags.items() if k.startswith((TAG_PREFIX, "mlflow.source.git"))},
     }
 
@@ -147,7 +241,8 @@ def latest_decision(settings: Settings) -> str:
         return f"promotion gate: {settings.model_name} has no registered version yet"
     newest = max(versions, key=lambda v: int(v.version))
     tags = newest.tags
+    window = tags.get("lab.promotion.window")
     return (
-        f"promotion gate: v{newest.version} {tags.get(TAG_PROMOTION_DECISION, 'undecided')}"
-        f" ({tags.get(TAG_PROMOTION_REASON, 'no decision recorded')})"
+        f"promotion gate: v{newest.version} {tags.get(TAG_PROMOTION_DECISION, 'not gated yet')}"
+        f"{f' on {window}' if window else ''} ({tags.get(TAG_PROMOTION_REASON, 'no decision recorded')})"
     )

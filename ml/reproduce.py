@@ -3,7 +3,8 @@
 Iceberg keeps every snapshot, so the raw tables can be read exactly as they were
 when the run trained (time travel), however much was ingested since. They are
 copied into a scratch DuckDB warehouse, the same dbt models are built there,
-and the rebuilt training set is fingerprinted and re-scored against the run.
+and the rebuilt training window is fingerprinted and the test window re-scored
+against the run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from core.errors import LabError
 from core.names import TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import Settings
 from ml.artifacts import load_model
-from ml.data import DATE, LABEL, read_mart, window
+from ml.data import LABEL, read_mart, window
 from ml.tracking import configure_mlflow
 from ml.train import score
 
@@ -30,7 +31,7 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 @dataclass
 class Reproduction:
-    """Recorded against rebuilt: checksums, row counts and held-out metrics."""
+    """Recorded against rebuilt: the training window's checksum and the test window's metrics."""
 
     run_id: str
     snapshots: dict[str, int]
@@ -73,8 +74,15 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
 
     scratch_home = settings.home / "reproduce" / run_id
     shutil.rmtree(scratch_home, ignore_errors=True)
+    # The marts are rebuilt at the horizon the run trained at, whatever the current setting is.
+    horizon = run.data.params.get("prediction_horizon_minutes", "")
     scratch = settings.model_copy(
-        update={"home": scratch_home, "dbt_target": "duckdb", "duckdb_path": scratch_home / "warehouse.duckdb"}
+        update={
+            "home": scratch_home,
+            "dbt_target": "duckdb",
+            "duckdb_path": scratch_home / "warehouse.duckdb",
+            **({"prediction_horizon_minutes": int(horizon)} if horizon.isdigit() else {}),
+        }
     )
     with duckdb_connect(scratch, scratch.duckdb_path) as conn:
         conn.execute("create schema raw")
@@ -90,12 +98,18 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     frame = read_mart(scratch)
 
     params = run.data.params
-    eval_start, eval_end = date.fromisoformat(params["eval_start"]), date.fromisoformat(params["eval_end"])
-    train_part = frame[frame[DATE] < eval_start]
-    eval_part = window(frame, eval_start, eval_end)
+    try:
+        bounds = {
+            key: date.fromisoformat(params[key]) for key in ("train_start", "train_end", "test_start", "test_end")
+        }
+    except (KeyError, ValueError):
+        raise LabError(f"run {run_id} records no train/test windows; it predates three-window training") from None
+    train_part = window(frame, bounds["train_start"], bounds["train_end"])
+    test_part = window(frame, bounds["test_start"], bounds["test_end"])
     features = [f for f in (params["categorical_features"] + "," + params["numeric_features"]).split(",") if f]
     model = load_model(tags[TAG_MODEL_URI]).pipeline
-    rebuilt = score(model, eval_part[features], eval_part[LABEL].to_numpy(dtype=int))
+    rebuilt = score(model, test_part[features], test_part[LABEL].to_numpy(dtype=int))
+    rebuilt = {f"test_{k}": v for k, v in rebuilt.items()}
     return Reproduction(
         run_id=run_id,
         snapshots=recorded,

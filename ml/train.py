@@ -1,9 +1,19 @@
-"""Train on the training mart, evaluate on held-out months, log everything to MLflow.
+"""Train on the training mart: fit on the train window, decide on validation, report on test, log to MLflow.
 
-One call = one MLflow run: params, metrics (and the baseline's), plots, the
-model with signature and input example, the training and evaluation datasets,
-and the lineage that says exactly which data made the model. Every model is
-registered and becomes the ``challenger``; promotion is a separate, gated step.
+One call = one MLflow run. The model is fitted on the *train* window with the
+configuration ``lab tune`` chose on the *validation* window (``ml/tuned.json``),
+stops adding trees when its validation log loss stops improving, and is
+Platt-scaled on the validation window when a check inside that window says its
+probabilities need it. The *test* window is scored once, at the end, for the
+reported metrics (each with a bootstrap 95% interval) and precision / recall
+at the product's decision threshold; nothing is chosen on it.
+
+The run records params (windows, horizon, the tuned configuration used, the
+calibration decision), metrics (validation, test with intervals, the
+baseline's), plots, the model with signature and input example, one dataset
+per window (by checksum), and the lineage that says exactly which data made
+the model. Every model is registered and becomes the ``challenger``;
+promotion is a separate, gated step (``ml.registry``).
 """
 
 from __future__ import annotations
@@ -14,28 +24,32 @@ import logging
 import os
 import subprocess
 import time
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from core.checksum import checksum
 from core.names import CHALLENGER, TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
+from ml import evaluation
 from ml import model as factories
 from ml.artifacts import TRUSTED_TYPES
-from ml.data import LABEL, TrainingSet, read_mart, split
+from ml.data import DATE, LABEL, PARTS, Part, TrainingSet, Windows, horizon_minutes, read_mart, split
+from ml.evaluation import Estimate, bootstrap_metrics, point_metrics
 from ml.tracking import configure_mlflow
+from ml.tuning import load_tuned
 
 log = logging.getLogger(__name__)
 
 ModelKind = Literal["gbm", "baseline"]
+# Permutation importance: a fixed sample of the validation window, shuffles per feature.
+IMPORTANCE_ROWS = 3_000
+IMPORTANCE_REPEATS = 2
 
 
 @dataclass
@@ -47,17 +61,18 @@ class TrainResult:
     metrics: dict[str, float]
     rows: int
     checksum: str
+    windows: Windows | None = None
+    horizon_minutes: int | None = None
+    test: dict[str, Estimate] = field(default_factory=dict)  # the reported metrics with their intervals
+    window_rows: dict[str, int] = field(default_factory=dict)
+    calibrated: bool = False
+    tuned_config: str = ""
+    excluded_features: list[str] = field(default_factory=list)
 
 
 def score(model: Pipeline, x: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
-    """The held-out metrics every model is judged by."""
-    proba = model.predict_proba(x)[:, 1]
-    return {
-        "roc_auc": float(roc_auc_score(y, proba)),
-        "pr_auc": float(average_precision_score(y, proba)),
-        "log_loss": float(log_loss(y, proba)),
-        "brier": float(brier_score_loss(y, proba)),
-    }
+    """ROC AUC, PR AUC, log loss and Brier of ``model`` on (x, y), no intervals."""
+    return point_metrics(y, factories.positive_proba(model, x))
 
 
 def lineage_tags(settings: Settings) -> dict[str, str]:
@@ -93,135 +108,315 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
     return tags
 
 
-def _plots(model: Pipeline, data: TrainingSet) -> dict[str, object]:
+def permutation_importance(
+    pipeline: Pipeline, x: pd.DataFrame, y: np.ndarray, repeats: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop in ROC AUC when each column of ``x`` is shuffled: (mean, std) over ``repeats`` shuffles.
+
+    scikit-learn's ``permutation_importance`` calls the pipeline once per
+    feature and shuffle: the encoder re-encodes every string each time and a
+    boosted model pays a fixed cost per tree per call. Here every shuffled copy
+    goes through the model in one call, and a boosted pipeline's rows are
+    encoded once: its encoder maps each feature to one column, in order, so
+    shuffling an encoded column is shuffling the feature.
+    """
+    rng = np.random.default_rng(seed)
+    if factories.boosted(pipeline) is not None:
+        rows: pd.DataFrame | np.ndarray = pipeline[:-1].transform(x)
+        model = pipeline.steps[-1][1]
+    else:
+        rows, model = x, pipeline
+    copies = []
+    for column in range(x.shape[1]):
+        for _ in range(repeats):
+            shuffled = rows.copy()
+            if isinstance(shuffled, pd.DataFrame):
+                shuffled.iloc[:, column] = rng.permutation(shuffled.iloc[:, column].to_numpy())
+            else:
+                shuffled[:, column] = rng.permutation(shuffled[:, column])
+            copies.append(shuffled)
+    stacked = pd.concat(copies, ignore_index=True) if isinstance(rows, pd.DataFrame) else np.vstack(copies)
+    proba = factories.positive_proba(model, stacked).reshape(x.shape[1], repeats, len(x))
+    base = point_metrics(y, factories.positive_proba(model, rows))["roc_auc"]
+    drops = np.array([[base - point_metrics(y, p)["roc_auc"] for p in per_feature] for per_feature in proba])
+    return drops.mean(axis=1), drops.std(axis=1)
+
+
+def _plots(
+    pipeline: Pipeline,
+    data: TrainingSet,
+    y_test: np.ndarray,
+    proba_test: np.ndarray,
+    uncalibrated_test: np.ndarray | None,
+) -> dict[str, object]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.calibration import CalibrationDisplay
-    from sklearn.inspection import permutation_importance
     from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
-    x, y = data.xy(data.eval)
-    proba = model.predict_proba(x)[:, 1]
     figures: dict[str, object] = {}
     fig, ax = plt.subplots(figsize=(5, 5))
-    RocCurveDisplay.from_predictions(y, proba, ax=ax, name="model")
+    RocCurveDisplay.from_predictions(y_test, proba_test, ax=ax, name="model")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_title("ROC (test window)")
     figures["roc_curve.png"] = fig
     fig, ax = plt.subplots(figsize=(5, 5))
-    PrecisionRecallDisplay.from_predictions(y, proba, ax=ax, name="model")
+    PrecisionRecallDisplay.from_predictions(y_test, proba_test, ax=ax, name="model")
+    ax.set_title("Precision-recall (test window)")
     figures["precision_recall.png"] = fig
     fig, ax = plt.subplots(figsize=(5, 5))
-    CalibrationDisplay.from_predictions(y, proba, n_bins=15, ax=ax, name="model")
+    CalibrationDisplay.from_predictions(y_test, proba_test, n_bins=15, ax=ax, name="served")
+    if uncalibrated_test is not None:
+        CalibrationDisplay.from_predictions(y_test, uncalibrated_test, n_bins=15, ax=ax, name="before Platt scaling")
+    ax.set_title("Calibration (test window)")
     figures["calibration.png"] = fig
-    # Permutation importance on a fixed sample of the held-out months: model-agnostic
-    # and measured where it matters, on data the model has not seen.
-    sample = data.eval.sample(n=min(10_000, len(data.eval)), random_state=factories.SEED)
+    # On a fixed sample of the validation window: model-agnostic, on data the
+    # model was not fitted to, and leaving the test window scored once.
+    sample = data.validation.sample(n=min(IMPORTANCE_ROWS, len(data.validation)), random_state=factories.SEED)
     xs, ys = data.xy(sample)
-    result = permutation_importance(
-        model, xs, ys, scoring="roc_auc", n_repeats=2, random_state=factories.SEED, n_jobs=1
-    )
-    order = np.argsort(result.importances_mean)
+    mean, std = permutation_importance(pipeline, xs, ys, IMPORTANCE_REPEATS, factories.SEED)
+    order = np.argsort(mean)
     fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order))))
-    ax.barh(np.array(data.features)[order], result.importances_mean[order], xerr=result.importances_std[order])
+    ax.barh(np.array(data.features)[order], mean[order], xerr=std[order])
     ax.set_xlabel("drop in ROC AUC when shuffled")
-    ax.set_title("Permutation importance (held-out months)")
+    ax.set_title("Permutation importance (validation window)")
     fig.tight_layout()
     figures["feature_importance.png"] = fig
     return figures
+
+
+class _Stopwatch:
+    """Seconds per stage of a run, logged with it (``seconds_<stage>``): where the time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | None = None) -> TrainResult:
     """Train, evaluate, log and register one model; it becomes the challenger.
 
     Args:
-        settings: warehouse and MLflow locations.
+        settings: warehouse and MLflow locations, windows, decision threshold.
         kind: ``gbm`` (the real model) or ``baseline`` (the simple one, registered alone).
         frame: the training mart, if already read (else read from the warehouse).
     """
-    import matplotlib.pyplot as plt
     import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-    from mlflow.models import infer_signature
 
+    clock = _Stopwatch()
     frame = read_mart(settings) if frame is None else frame
-    data = split(frame, settings.eval_months)
-    x_train, y_train = data.xy(data.train)
-    x_eval, y_eval = data.xy(data.eval)
+    horizon = horizon_minutes(frame)
+    full = split(frame, settings.validation_months, settings.test_months)
+    tuned, tuned_sha256 = load_tuned(settings)
+    data = full.without(tuned.excluded_features) if kind == "gbm" else full
+    windows = data.windows
+    parts = {part: data.part(part) for part in PARTS}
+    x_train, y_train = data.xy(parts["train"])
+    x_val, y_val = data.xy(parts["validation"])
+    x_test, y_test = data.xy(parts["test"])
     experiment_id = configure_mlflow(settings)
-    make = factories.gradient_boosting if kind == "gbm" else factories.baseline
-    pipeline = make(data.categorical, data.numeric)
-    reference = factories.baseline(data.categorical, data.numeric)
+    if kind == "gbm":
+        pipeline = factories.gradient_boosting(data.categorical, data.numeric, **tuned.params)
+    else:
+        pipeline = factories.baseline(data.categorical, data.numeric)
+    clock.lap("read")
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}") as run:
-        started = time.perf_counter()
-        pipeline.fit(x_train, y_train)
-        fit_seconds = time.perf_counter() - started
-        metrics = score(pipeline, x_eval, y_eval)
-        if kind == "gbm":
-            reference.fit(x_train, y_train)
-            metrics.update({f"baseline_{k}": v for k, v in score(reference, x_eval, y_eval).items()})
-        metrics["fit_seconds"] = fit_seconds
-        metrics["label_rate_train"] = float(y_train.mean())
-        metrics["label_rate_eval"] = float(y_eval.mean())
+        factories.fit(pipeline, x_train, y_train, x_val, y_val)
+        clock.lap("fit")
+        boosted = factories.boosted(pipeline)
+        with factories.predicting():  # from here on the model only predicts
+            check = factories.calibration_check(pipeline, x_val, y_val, parts["validation"][DATE].to_numpy())
+            fitted = factories.platt_scaled(pipeline, x_val, y_val) if check.calibrate else pipeline
+            # The last day whose rows shaped the model: validation too when it stopped the
+            # boosting or fitted the calibration. The gate compares only on later days.
+            fit_end = windows.validation_end if boosted is not None or check.calibrate else windows.train_end
+            clock.lap("calibrate")
 
-        train_checksum = checksum(data.train)
-        mlflow.log_params(
-            {
-                "model_kind": kind,
-                "seed": factories.SEED,
-                "training_mart": TRAINING_MART,
-                "eval_start": data.eval_start.isoformat(),
-                "eval_end": data.eval_end.isoformat(),
-                "categorical_features": ",".join(data.categorical),
-                "numeric_features": ",".join(data.numeric),
-                **{f"model__{k}": v for k, v in pipeline.named_steps["model"].get_params().items() if _loggable(v)},
+            proba_test = factories.positive_proba(fitted, x_test)  # the test window, scored once
+            test = bootstrap_metrics(y_test, proba_test)
+            metrics = {f"validation_{k}": v for k, v in score(fitted, x_val, y_val).items()}
+            for name, estimate in test.items():
+                metrics |= {
+                    f"test_{name}": estimate.value,
+                    f"test_{name}_lo": estimate.lo,
+                    f"test_{name}_hi": estimate.hi,
+                }
+            at = evaluation.at_threshold(y_test, proba_test, settings.decision_threshold)
+            metrics |= {f"test_{k}_at_threshold": v for k, v in at.items()}
+            if kind == "gbm":
+                reference = factories.baseline(data.categorical, data.numeric).fit(x_train, y_train)
+                metrics |= {f"baseline_test_{k}": v for k, v in score(reference, x_test, y_test).items()}
+            metrics |= {
+                "calibration_log_loss_as_is": check.log_loss_as_is,
+                "calibration_log_loss_platt": check.log_loss_platt,
+                **({"n_iter": float(boosted.n_iter_)} if boosted is not None else {}),
+                **{f"label_rate_{part}": float(parts[part][LABEL].mean()) for part in PARTS},
             }
-        )
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags(
-            {
-                **lineage_tags(settings),
-                "lab.rows_train": str(len(data.train)),
-                "lab.rows_eval": str(len(data.eval)),
-                TAG_CHECKSUM_TRAIN: train_checksum,
-                "lab.checksum_eval": checksum(data.eval),
-                "lab.checksum_mart": checksum(data.frame),
-            }
-        )
-        with warnings.catch_warnings():
-            # MLflow hints that integer columns cannot hold missing values; the
-            # datasets' only one, month_of_year, never is missing.
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-            mlflow.log_input(from_pandas(data.train, name="training", targets=LABEL), context="training")
-            mlflow.log_input(from_pandas(data.eval, name="evaluation", targets=LABEL), context="evaluation")
-        for name, figure in _plots(pipeline, data).items():
-            mlflow.log_figure(figure, f"plots/{name}")
-            plt.close(figure)  # type: ignore[arg-type]
-        example = x_eval.head(5)
-        with _mlflow_checks_its_own_write():
-            info = mlflow.sklearn.log_model(
-                pipeline,
-                name="model",
-                signature=infer_signature(example, pipeline.predict_proba(example)[:, 1]),
-                input_example=example,
-                registered_model_name=settings.model_name,
-                pyfunc_predict_fn="predict_proba",
-                # skops, never pickle: loading (ml/artifacts.py) trusts exactly these types.
-                serialization_format="skops",
-                skops_trusted_types=TRUSTED_TYPES,
-                # Named outright: inferring them makes MLflow shell out to uv and pip, for seconds.
-                pip_requirements=_requirements(),
+            clock.lap("evaluate")
+
+            checksums = {part: checksum(parts[part]) for part in PARTS}
+            estimator = boosted if boosted is not None else pipeline.steps[-1][1]
+            mlflow.log_params(
+                {
+                    "model_kind": kind,
+                    "seed": factories.SEED,
+                    "training_mart": TRAINING_MART,
+                    "prediction_horizon_minutes": "none" if horizon is None else horizon,
+                    **windows.params(),
+                    "fit_end": fit_end.isoformat(),
+                    "categorical_features": ",".join(data.categorical),
+                    "numeric_features": ",".join(data.numeric),
+                    "excluded_features": ",".join(data.excluded) or "none",
+                    "tuned_config": _shown_path(settings.tuned_config_path),
+                    "tuned_config_sha256": tuned_sha256,
+                    "tuned_run_id": tuned.run_id or "none",
+                    "tuned_validation_window": _tuned_window(tuned.windows),
+                    "calibration": "platt" if check.calibrate else "none",
+                    "calibration_fitted_until": check.fitted_until.isoformat(),
+                    "decision_threshold": settings.decision_threshold,
+                    "bootstrap_replicates": evaluation.REPLICATES,
+                    "bootstrap_seed": evaluation.SEED,
+                    **{f"model__{k}": v for k, v in estimator.get_params().items() if _loggable(v)},
+                }
             )
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags(
+                {
+                    **lineage_tags(settings),
+                    **{f"lab.rows_{part}": str(len(parts[part])) for part in PARTS},
+                    TAG_CHECKSUM_TRAIN: checksums["train"],
+                    "lab.checksum_validation": checksums["validation"],
+                    "lab.checksum_test": checksums["test"],
+                    "lab.checksum_mart": _combined(checksums.values()),
+                    # The tuning chose on its validation window; a test window overlapping it is not clean.
+                    "lab.test_window_untuned": str(_untouched_by_tuning(windows, tuned.windows)).lower(),
+                }
+            )
+            _log_datasets(settings, data, parts, checksums)
+            clock.lap("record")
+
+            uncalibrated = factories.positive_proba(pipeline, x_test) if check.calibrate else None
+            _log_plots(fitted, data, y_test, proba_test, uncalibrated)
+            clock.lap("plots")
+            info = _log_model(settings, fitted, x_test.head(5), proba_test[:5])
+            clock.lap("log_model")
+        mlflow.log_metrics({f"seconds_{stage}": seconds for stage, seconds in clock.seconds.items()})
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
     client.set_model_version_tag(settings.model_name, version, "lab.model_kind", kind)
-    client.set_model_version_tag(settings.model_name, version, "lab.roc_auc", f"{metrics['roc_auc']:.6f}")
+    client.set_model_version_tag(settings.model_name, version, "lab.test_roc_auc", f"{test['roc_auc'].value:.6f}")
     log.info("registered %s version %s (run %s)", settings.model_name, version, run.info.run_id)
-    return TrainResult(run.info.run_id, version, metrics, len(data.frame), train_checksum)
+    return TrainResult(
+        run.info.run_id,
+        version,
+        {**metrics, **{f"seconds_{stage}": seconds for stage, seconds in clock.seconds.items()}},
+        len(data.frame),
+        checksums["train"],
+        windows=windows,
+        horizon_minutes=horizon,
+        test=test,
+        window_rows={part: len(parts[part]) for part in PARTS},
+        calibrated=check.calibrate,
+        tuned_config=_shown_path(settings.tuned_config_path),
+        excluded_features=data.excluded,
+    )
+
+
+def _log_plots(
+    pipeline: Pipeline, data: TrainingSet, y_test: np.ndarray, proba_test: np.ndarray, uncalibrated: np.ndarray | None
+) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    for name, figure in _plots(pipeline, data, y_test, proba_test, uncalibrated).items():
+        mlflow.log_figure(figure, f"plots/{name}")
+        plt.close(figure)  # type: ignore[arg-type]
+
+
+def _log_model(settings: Settings, pipeline: Pipeline, example: pd.DataFrame, example_proba: np.ndarray) -> Any:
+    """Log and register ``pipeline`` (skops) with its signature and input example; MLflow's ``ModelInfo``."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with _mlflow_checks_its_own_write():
+        return mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=infer_signature(example, example_proba),
+            input_example=example,
+            registered_model_name=settings.model_name,
+            pyfunc_predict_fn="predict_proba",
+            # skops, never pickle: loading (ml/artifacts.py) trusts exactly these types.
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            # Named outright: inferring them makes MLflow shell out to uv and pip, for seconds.
+            pip_requirements=_requirements(),
+        )
+
+
+def _combined(checksums: Iterable[str]) -> str:
+    """The checksum of the windows' rows together: the mart's, since the windows partition it.
+
+    ``core.checksum`` is ``<sum of row hashes mod 2**64>-<column-names hash>-<rows>``,
+    so the parts' sums add up (saves hashing the mart twice).
+    """
+    parts = [c.split("-") for c in checksums]
+    (columns,) = {p[1] for p in parts}
+    total = sum(int(p[0], 16) for p in parts) % 2**64
+    return f"{total:016x}-{columns}-{sum(int(p[2]) for p in parts)}"
+
+
+def _tuned_window(tuned_windows: dict[str, str]) -> str:
+    return f"{tuned_windows.get('validation_start', '?')}..{tuned_windows.get('validation_end', '?')}"
+
+
+def _untouched_by_tuning(windows: Windows, tuned_windows: dict[str, str]) -> bool:
+    """True when this run's test window lies wholly after the validation window the tuning chose on."""
+    end = tuned_windows.get("validation_end")
+    return end is not None and windows.test_start.isoformat() > end
+
+
+def _log_datasets(
+    settings: Settings, data: TrainingSet, parts: dict[Part, pd.DataFrame], checksums: dict[Part, str]
+) -> None:
+    """One MLflow dataset per window, identified by its checksum; the schema from a few rows.
+
+    MLflow's ``from_pandas`` profiles and type-checks every value of the frame
+    it is given (seconds per window); the checksum identifies the rows exactly.
+    """
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.models import infer_signature
+
+    schema = infer_signature(data.frame[[*data.features, LABEL]].head(100)).inputs
+    for part, rows in parts.items():
+        start, end = data.windows.bounds(part)
+        source = CodeDatasetSource(
+            {"lab.training_mart": TRAINING_MART, "lab.dbt_target": settings.dbt_target, "lab.rows": str(len(rows))}
+        )
+        dataset = MetaDataset(  # type: ignore[abstract]  # MLflow's own metadata-only dataset; profile is optional
+            source, name=f"{part} {start}..{end}", digest=checksums[part][:36], schema=schema
+        )
+        mlflow.log_input(dataset, context=part)
+
+
+def _shown_path(path: object) -> str:
+    """A path as the run records it: relative to the project when inside it."""
+    from pathlib import Path
+
+    resolved = Path(str(path)).resolve()
+    return str(resolved.relative_to(PROJECT_ROOT)) if resolved.is_relative_to(PROJECT_ROOT) else str(resolved)
 
 
 @contextmanager

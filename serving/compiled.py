@@ -11,9 +11,10 @@ the time (``bench/serve.py`` sets the API against ``mlflow models serve`` on the
 same model version).
 
 Only the pipeline shape ``ml.model.gradient_boosting`` builds is compiled
-(ordinal-encoded categoricals + passthrough numerics → binary HGB);
-``compile_pipeline`` returns None for anything else and the caller falls back
-to scikit-learn.
+(ordinal-encoded categoricals + passthrough numerics → binary HGB), with or
+without the Platt scaling ``ml.model.platt_scaled`` adds on the validation
+window (two numbers applied to the raw score); ``compile_pipeline`` returns
+None for anything else and the caller falls back to scikit-learn.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class CompiledModel:
     roots: np.ndarray  # int64 first node of each tree
     depth: int
     baseline: float
+    # Platt scaling (a, b): P = 1 / (1 + exp(a * raw + b)); None: P = 1 / (1 + exp(-raw)).
+    platt: tuple[float, float] | None = None
 
     def encode(self, rows: Sequence[dict[str, Any]], categorical: list[str], numeric: list[str]) -> np.ndarray:
         """Rows of raw features → the float matrix the trees test, as the Pipeline's encoder does."""
@@ -74,6 +77,9 @@ class CompiledModel:
             go_left = np.where(missing, self.missing_left[node], go_left)
             node = np.where(go_left, self.left[node], self.right[node])
         raw = self.baseline + self.value[node].sum(axis=1)
+        if self.platt is not None:
+            a, b = self.platt
+            return 1.0 / (1.0 + np.exp(a * raw + b))
         return 1.0 / (1.0 + np.exp(-raw))
 
 
@@ -90,6 +96,7 @@ def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) 
 
     steps = getattr(pipeline, "named_steps", {})
     encode, model = steps.get("encode"), steps.get("model")
+    model, platt = _platt(model)
     if not isinstance(encode, ColumnTransformer) or not isinstance(model, HistGradientBoostingClassifier):
         return None
     if model.n_trees_per_iteration_ != 1:
@@ -159,4 +166,28 @@ def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) 
         roots=np.asarray(roots, dtype=np.int64),
         depth=depth,
         baseline=float(np.ravel(model._baseline_prediction)[0]),
+        platt=platt,
     )
+
+
+def _platt(model: Any) -> tuple[Any, tuple[float, float] | None]:
+    """(the model under the calibration, its Platt (a, b)); (model, None) when it is not calibrated.
+
+    Only ``CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")``
+    fitted once (one calibrator on the decision function) is unwrapped; any
+    other calibration is returned as is and not compiled.
+    """
+    from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+    from sklearn.frozen import FrozenEstimator
+
+    if not isinstance(model, CalibratedClassifierCV):
+        return model, None
+    if model.method != "sigmoid" or len(model.calibrated_classifiers_) != 1:
+        return model, None
+    calibrated = model.calibrated_classifiers_[0]
+    frozen, calibrators = calibrated.estimator, calibrated.calibrators
+    if not isinstance(frozen, FrozenEstimator) or len(calibrators) != 1:
+        return model, None
+    if not isinstance(calibrators[0], _SigmoidCalibration) or list(model.classes_) != list(frozen.classes_):
+        return model, None
+    return frozen.estimator, (float(calibrators[0].a_), float(calibrators[0].b_))

@@ -1,4 +1,4 @@
-"""The model and its registry: ``lab train``, ``lab promote``, ``lab champion``, ``lab reproduce``."""
+"""The model and its registry: ``lab tune``, ``lab train``, ``lab promote``, ``lab champion``, ``lab reproduce``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,43 @@ from core.errors import LabError
 from core.names import TAG_SNAPSHOT_PREFIX
 from lab import output
 from lab.context import Target, settings_for
+
+METRICS = ("roc_auc", "pr_auc", "brier", "log_loss")
+PARTS = ("train", "validation", "test")
+
+
+def tune_command(
+    ctx: typer.Context,
+    target: Target = None,
+    budget: Annotated[
+        int, typer.Option(help="Hyperparameter settings to try (each with and without month_of_year).", min=1)
+    ] = 5,
+) -> None:
+    """Search hyperparameters and features on the validation window; write the choice for `lab train`."""
+    from ml.tuning import tune
+
+    settings = settings_for(ctx, target)
+    with output.status(f"tuning on the {settings.dbt_target} training mart's validation window"):
+        tuned = tune(settings, budget=budget)
+    table = output.table("#", *tuned.params, "month_of_year", "trees", "validation ROC AUC", title="tuning candidates")
+    best = max(tuned.candidates, key=lambda c: c.validation_roc_auc)
+    for i, candidate in enumerate(tuned.candidates, start=1):
+        mark = " [green]chosen[/green]" if candidate is best else ""
+        table.add_row(
+            str(i),
+            *(str(candidate.params[k]) for k in tuned.params),
+            "yes" if candidate.month_of_year else "no",
+            str(candidate.n_iter),
+            f"{candidate.validation_roc_auc:.4f}{mark}",
+        )
+    output.show(table)
+    windows = tuned.windows
+    output.show(
+        f"train {windows['train_start']}..{windows['train_end']} · "
+        f"validation {windows['validation_start']}..{windows['validation_end']} (chosen on) · "
+        f"budget {tuned.budget} settings x 2 · seed {tuned.seed} · run {tuned.run_id}"
+    )
+    output.show(f"written to {settings.tuned_config_path}; `lab train` uses it")
 
 
 def train_command(
@@ -25,14 +62,38 @@ def train_command(
         raise LabError(f"--model must be gbm or baseline, not {model!r}")
     with output.status(f"training {model} on the {settings.dbt_target} training mart"):
         result = train(settings, cast(ModelKind, model))
+    metrics = result.metrics
     table = output.table(
-        "metric", "held-out months", title=f"{settings.model_name} v{result.model_version} (challenger)"
+        "metric",
+        "validation",
+        "test (95% interval)",
+        title=f"{settings.model_name} v{result.model_version} (challenger)",
     )
-    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "baseline_roc_auc", "baseline_pr_auc"):
-        if key in result.metrics:
-            table.add_row(key, f"{result.metrics[key]:.4f}")
+    for key in METRICS:
+        table.add_row(key, f"{metrics[f'validation_{key}']:.4f}", str(result.test[key]))
+    for key in METRICS:
+        if f"baseline_test_{key}" in metrics:
+            table.add_row(f"baseline {key}", "", f"{metrics[f'baseline_test_{key}']:.4f}")
     output.show(table)
-    output.show(f"run {result.run_id} · {result.rows:,} rows · training-set checksum {result.checksum}")
+    horizon = "none declared by the mart" if result.horizon_minutes is None else f"{result.horizon_minutes} min"
+    output.show(f"horizon     {horizon} before scheduled departure (every feature as of then)")
+    if result.windows is not None:
+        for part in PARTS:
+            start, end = result.windows.bounds(part)  # type: ignore[arg-type]
+            output.show(f"{part:<11} {start}..{end}  {result.window_rows[part]:>9,} flights")
+    excluded = ", ".join(result.excluded_features) or "none"
+    output.show(f"tuned       {result.tuned_config} (features left out: {excluded})")
+    calibration = "Platt scaling fitted on validation" if result.calibrated else "none (checked on validation)"
+    output.show(
+        f"calibration {calibration}: later-half validation log loss {metrics['calibration_log_loss_as_is']:.4f}"
+        f" as is, {metrics['calibration_log_loss_platt']:.4f} with Platt"
+    )
+    output.show(
+        f"threshold   {settings.decision_threshold}: test precision {metrics['test_precision_at_threshold']:.3f},"
+        f" recall {metrics['test_recall_at_threshold']:.3f}"
+        f" ({metrics['test_flagged_share_at_threshold']:.1%} of flights flagged late)"
+    )
+    output.show(f"run {result.run_id} · {result.rows:,} rows · training-window checksum {result.checksum}")
 
 
 def promote_command(
@@ -40,28 +101,58 @@ def promote_command(
     target: Target = None,
     version: Annotated[str | None, typer.Option(help="Model version to gate (default: the challenger).")] = None,
 ) -> None:
-    """Make the challenger champion only if it beats the champion on the same held-out months."""
+    """Make the challenger champion only if it beats the champion on a window neither was fitted on."""
     from ml.registry import promote
 
     decision = promote(settings_for(ctx, target), version)
-    verdict = "[green]promoted[/green]" if decision.promoted else "[yellow]not promoted[/yellow]"
+    verdict = {
+        "promoted": "[green]promoted[/green]",
+        "rejected": "[yellow]not promoted[/yellow]",
+        "undecided": "[yellow]undecided: not promoted[/yellow]",
+    }[decision.outcome]
     output.show(f"v{decision.challenger_version} {verdict}: {decision.reason}")
+    if decision.window is not None:
+        output.show(f"window      {decision.window[0]}..{decision.window[1]} ({decision.rows:,} flights)")
+    if decision.challenger_auc == decision.challenger_auc:  # not NaN: the challenger was scored
+        output.show(f"challenger  v{decision.challenger_version} ROC AUC {decision.challenger_auc:.4f}")
+    if decision.champion_auc is not None and decision.champion_version is not None:
+        output.show(f"champion    v{decision.champion_version} ROC AUC {decision.champion_auc:.4f}")
+    if decision.difference is not None:
+        output.show(
+            f"difference  {decision.difference} (paired bootstrap 95%); promoted only when the lower bound"
+            f" is above {decision.margin}"
+        )
 
 
 def champion_command(ctx: typer.Context, target: Target = None) -> None:
-    """Show the served model: version, held-out metrics and lineage."""
+    """Show the served model: version, horizon, windows, test metrics with intervals, the gate's decision, lineage."""
     from ml.registry import champion_summary
 
     summary = champion_summary(settings_for(ctx, target))
-    metrics = summary["metrics"]
-    assert isinstance(metrics, dict)
-    table = output.table("metric", "held-out months", title=f"champion: {summary['name']} v{summary['version']}")
-    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "baseline_roc_auc"):
-        if key in metrics:
-            table.add_row(key, f"{metrics[key]:.4f}")
+    metrics, params, promotion, lineage = (
+        cast(dict[str, float], summary["metrics"]),
+        cast(dict[str, str], summary["params"]),
+        cast(dict[str, str], summary["promotion"]),
+        cast(dict[str, str], summary["lineage"]),
+    )
+    table = output.table(
+        "metric", "validation", "test (95% interval)", title=f"champion: {summary['name']} v{summary['version']}"
+    )
+    for key in METRICS:
+        if f"test_{key}" in metrics:
+            table.add_row(
+                key,
+                f"{metrics.get(f'validation_{key}', float('nan')):.4f}",
+                f"{metrics[f'test_{key}']:.4f} [{metrics[f'test_{key}_lo']:.4f}, {metrics[f'test_{key}_hi']:.4f}]",
+            )
     output.show(table)
-    lineage = summary["lineage"]
-    assert isinstance(lineage, dict)
+    output.show(f"{'horizon':<28} {params.get('prediction_horizon_minutes', '?')} min before scheduled departure")
+    for part in PARTS:
+        output.show(f"{part + ' window':<28} {params.get(f'{part}_start', '?')}..{params.get(f'{part}_end', '?')}")
+    output.show(f"{'calibration':<28} {params.get('calibration', '?')}")
+    if promotion:
+        decided, window = promotion.get("lab.promotion.decision", "?"), promotion.get("lab.promotion.window") or "-"
+        output.show(f"{'gate':<28} {decided} on {window}: {promotion.get('lab.promotion.reason', '')}")
     for key in sorted(k for k in lineage if k.startswith(TAG_SNAPSHOT_PREFIX) or k == "mlflow.source.git.commit"):
         output.show(f"{key:<28} {lineage[key]}")
 
@@ -77,8 +168,8 @@ def reproduce_command(
         result = reproduce(settings, run_id)
     for name, snapshot in result.snapshots.items():
         output.show(f"raw.{name:<10} snapshot {snapshot}")
-    output.show(f"training-set checksum  recorded {result.recorded_checksum}")
-    output.show(f"                       rebuilt  {result.rebuilt_checksum}")
+    output.show(f"training-window checksum  recorded {result.recorded_checksum}")
+    output.show(f"                          rebuilt  {result.rebuilt_checksum}")
     for key, value in result.rebuilt_metrics.items():
         output.show(f"{key:<22} recorded {result.recorded_metrics[key]:.6f}  rebuilt {value:.6f}")
     if not result.matches:

@@ -79,22 +79,28 @@ def test_api_probability_equals_the_model_on_the_mart_features(served) -> None: 
 
 def test_compiled_trees_equal_sklearn_on_the_mart(served) -> None:  # type: ignore[no-untyped-def]
     """The served fast path is the same model: equal to predict_proba on real rows and odd ones."""
+    import mlflow
     import numpy as np
 
-    from ml.data import LABEL, feature_columns, read_mart
+    from ml.data import LABEL, read_mart
     from ml.model import baseline
     from serving.compiled import compile_pipeline
 
     settings, result = served
     model = load_model(f"models:/{settings.model_name}/{result.model_version}").pipeline
     frame = read_mart(settings).iloc[::15]  # ~22k rows across every month, with unknown planes
-    categorical, numeric = feature_columns(frame)
+    # The model's own features, as its run recorded them (the tuning may leave some of the mart's out).
+    params = mlflow.MlflowClient().get_run(result.run_id).data.params
+    categorical, numeric = params["categorical_features"].split(","), params["numeric_features"].split(",")
     features = frame[categorical + numeric]
     rows = [{k: (None if v != v else v) for k, v in r.items()} for r in features.to_dict("records")]
     odd = {name: None for name in categorical + numeric} | {"carrier": "ZZ", "origin": "EWR", "dest": "NOPE"}
     rows.append(odd)
     features = features.astype({c: "object" for c in categorical})
     features.loc[len(features) + 10**7] = [odd[c] for c in categorical + numeric]
+    # Typed as at training (ml.data.prepare): pandas turns the appended None into NaN, which the
+    # encoder reads as missing, not as the None category it learned and encode() uses.
+    features[categorical] = features[categorical].where(features[categorical].notna(), None)
     compiled = compile_pipeline(model, categorical, numeric)
     assert compiled is not None
     assert frame["plane_manufacturer"].isna().any()  # the None category is exercised
