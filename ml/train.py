@@ -275,8 +275,9 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
                     "categorical_features": ",".join(data.categorical),
                     "numeric_features": ",".join(data.numeric),
                     "excluded_features": ",".join(data.excluded) or "none",
-                    "tuned_config": _shown_path(settings.tuned_config_path),
-                    "tuned_config_sha256": tuned_sha256,
+                    # The baseline has nothing to tune; its run says so rather than naming the file.
+                    "tuned_config": _shown_path(settings.tuned_config_path) if kind == "gbm" else "not used",
+                    "tuned_config_sha256": tuned_sha256 if kind == "gbm" else "not used",
                     "tuned_run_id": tuned.run_id or "none",
                     "tuned_validation_window": _tuned_window(tuned.windows),
                     "calibration": "platt" if check.calibrate else "none",
@@ -327,7 +328,7 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
         test=test,
         window_rows={part: len(parts[part]) for part in PARTS},
         calibrated=check.calibrate,
-        tuned_config=_shown_path(settings.tuned_config_path),
+        tuned_config=_shown_path(settings.tuned_config_path) if kind == "gbm" else "",
         excluded_features=data.excluded,
     )
 

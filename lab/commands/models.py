@@ -81,16 +81,18 @@ def train_command(
         for part in PARTS:
             start, end = result.windows.bounds(part)  # type: ignore[arg-type]
             output.show(f"{part:<11} {start}..{end}  {result.window_rows[part]:>9,} flights")
-    excluded = ", ".join(result.excluded_features) or "none"
-    output.show(f"tuned       {result.tuned_config} (features left out: {excluded})")
+    if result.tuned_config:
+        excluded = ", ".join(result.excluded_features) or "none"
+        output.show(f"tuned       {result.tuned_config} (features left out: {excluded})")
     calibration = "Platt scaling fitted on validation" if result.calibrated else "none (checked on validation)"
     output.show(
         f"calibration {calibration}: later-half validation log loss {metrics['calibration_log_loss_as_is']:.4f}"
         f" as is, {metrics['calibration_log_loss_platt']:.4f} with Platt"
     )
+    precision = metrics["test_precision_at_threshold"]
     output.show(
-        f"threshold   {settings.decision_threshold}: test precision {metrics['test_precision_at_threshold']:.3f},"
-        f" recall {metrics['test_recall_at_threshold']:.3f}"
+        f"threshold   {settings.decision_threshold}: test precision "
+        f"{'-' if precision != precision else f'{precision:.3f}'}, recall {metrics['test_recall_at_threshold']:.3f}"
         f" ({metrics['test_flagged_share_at_threshold']:.1%} of flights flagged late)"
     )
     output.show(f"run {result.run_id} · {result.rows:,} rows · training-window checksum {result.checksum}")
