@@ -60,7 +60,7 @@ def test_source_freshness_passes(duckdb_built: Settings) -> None:
 def test_marts_hold_the_same_rows_on_both_targets(duckdb_built: Settings, postgres_built: Settings) -> None:
     marts = mart_relations(duckdb_built)
     assert set(marts) == set(mart_relations(postgres_built))
-    assert len(marts) == 5
+    assert len(marts) == 6
     for name in marts:
         on_duckdb = fingerprint(query(duckdb_built, f"select * from {mart_relations(duckdb_built)[name]}"))
         on_postgres = fingerprint(query(postgres_built, f"select * from {mart_relations(postgres_built)[name]}"))
