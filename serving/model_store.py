@@ -52,7 +52,10 @@ class ServedModel:
 
         frame = pd.DataFrame(rows, columns=self.features)
         frame[self.numeric] = frame[self.numeric].astype("float64")
-        frame[self.categorical] = frame[self.categorical].astype("object")
+        # None stays None, the category the encoder learned (ml.data.prepare): pandas
+        # would read a text column's None as NaN, which the encoder treats as missing.
+        categorical = frame[self.categorical].astype("object")
+        frame[self.categorical] = categorical.where(categorical.notna(), None)
         return self.model.predict_proba(frame)[:, 1]
 
 
