@@ -13,6 +13,9 @@
 {{ config(materialized="table") }}
 
 {%- set before_now = "interval '1 microsecond' preceding" -%}
+{%- set history_days -%}
+    range between interval '{{ var("history_window_days") }} days' preceding and {{ before_now }}
+{%- endset -%}
 
 with
 
@@ -79,15 +82,15 @@ windows as (
     window
         route_days as (
             partition by origin, dest order by happened_at
-            range between interval '{{ var("history_window_days") }} days' preceding and {{ before_now }}
+            {{ history_days }}
         ),
         carrier_days as (
             partition by carrier order by happened_at
-            range between interval '{{ var("history_window_days") }} days' preceding and {{ before_now }}
+            {{ history_days }}
         ),
         route_carrier_days as (
             partition by origin, dest, carrier order by happened_at
-            range between interval '{{ var("history_window_days") }} days' preceding and {{ before_now }}
+            {{ history_days }}
         ),
         origin_two_hours as (
             partition by origin order by happened_at
