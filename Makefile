@@ -18,8 +18,11 @@ $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
+# Bytecode is compiled once here: where Python may not write it (PYTHONDONTWRITEBYTECODE, a
+# read-only image) every `lab` command would otherwise recompile mlflow, sklearn and the rest
+# from source on each start, seconds per command (bench/train.py shows the import share).
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	rm -f $(VENV)/.synced-* && touch $(STAMP)
 
 .PHONY: help

@@ -184,7 +184,9 @@ class Settings(BaseSettings):
         self.duckdb_extension_directory = (self.duckdb_extension_directory or home / "duckdb_extensions").resolve()
         self.airflow_home = (self.airflow_home or home / "airflow").resolve()
         if not self.airflow_database_url:
-            self.airflow_database_url = f"sqlite:///{self.airflow_home / 'airflow.db'}"
+            # SQLite lets one writer in at a time; the CLI (backfill create, list-runs) competes with the
+            # scheduler, so a writer waits up to 60 s for the lock instead of Python's default 5 s.
+            self.airflow_database_url = f"sqlite:///{self.airflow_home / 'airflow.db'}?timeout=60"
         if self.environment == "production":
             for name in ("s3_secret_access_key", "pg_password", "admin_token", "airflow_admin_password"):
                 secret = getattr(self, name)
