@@ -108,37 +108,45 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
     return tags
 
 
+def split_gain_importance(pipeline: Pipeline) -> tuple[list[str], np.ndarray]:
+    """(feature names, each one's share of the loss reduction made by all the boosted trees' splits).
+
+    The model's own account of what it used (the "gain" importance of
+    LightGBM and XGBoost), read from its trees in milliseconds and scored on
+    no rows at all. It favours features with many distinct values, which
+    permutation importance does not; but shuffling each feature through a
+    boosted model was the dearest part of a run's reporting, and ``lab train``
+    is meant to cost less than twice its fit (``bench/train.py``).
+    """
+    model = factories.boosted(pipeline)
+    assert model is not None
+    gains = np.zeros(model.n_features_in_)
+    for (tree,) in model._predictors:  # one tree per iteration for a binary model
+        split = ~tree.nodes["is_leaf"].astype(bool)
+        np.add.at(gains, tree.nodes["feature_idx"][split], tree.nodes["gain"][split])
+    names = [str(name) for name in pipeline[0].get_feature_names_out()]
+    return names, gains / gains.sum()
+
+
 def permutation_importance(
     pipeline: Pipeline, x: pd.DataFrame, y: np.ndarray, repeats: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drop in ROC AUC when each column of ``x`` is shuffled: (mean, std) over ``repeats`` shuffles.
 
-    scikit-learn's ``permutation_importance`` calls the pipeline once per
-    feature and shuffle: the encoder re-encodes every string each time and a
-    boosted model pays a fixed cost per tree per call. Here every shuffled copy
-    goes through the model in one call, and a boosted pipeline's rows are
-    encoded once: its encoder maps each feature to one column, in order, so
-    shuffling an encoded column is shuffling the feature.
+    Every shuffled copy goes through the model in one call (scikit-learn's
+    ``permutation_importance`` calls it once per feature and shuffle).
     """
     rng = np.random.default_rng(seed)
-    if factories.boosted(pipeline) is not None:
-        rows: pd.DataFrame | np.ndarray = pipeline[:-1].transform(x)
-        model = pipeline.steps[-1][1]
-    else:
-        rows, model = x, pipeline
     copies = []
-    for column in range(x.shape[1]):
+    for column in x.columns:
         for _ in range(repeats):
-            shuffled = rows.copy()
-            if isinstance(shuffled, pd.DataFrame):
-                shuffled.iloc[:, column] = rng.permutation(shuffled.iloc[:, column].to_numpy())
-            else:
-                shuffled[:, column] = rng.permutation(shuffled[:, column])
+            shuffled = x.copy()
+            shuffled[column] = rng.permutation(shuffled[column].to_numpy())
             copies.append(shuffled)
-    stacked = pd.concat(copies, ignore_index=True) if isinstance(rows, pd.DataFrame) else np.vstack(copies)
-    proba = factories.positive_proba(model, stacked).reshape(x.shape[1], repeats, len(x))
-    base = point_metrics(y, factories.positive_proba(model, rows))["roc_auc"]
-    drops = np.array([[base - point_metrics(y, p)["roc_auc"] for p in per_feature] for per_feature in proba])
+    proba = factories.positive_proba(pipeline, pd.concat(copies, ignore_index=True))
+    base = point_metrics(y, factories.positive_proba(pipeline, x))["roc_auc"]
+    per_copy = proba.reshape(x.shape[1], repeats, len(x))
+    drops = np.array([[base - point_metrics(y, p)["roc_auc"] for p in per_feature] for per_feature in per_copy])
     return drops.mean(axis=1), drops.std(axis=1)
 
 
@@ -172,16 +180,23 @@ def _plots(
         CalibrationDisplay.from_predictions(y_test, uncalibrated_test, n_bins=15, ax=ax, name="before Platt scaling")
     ax.set_title("Calibration (test window)")
     figures["calibration.png"] = fig
-    # On a fixed sample of the validation window: model-agnostic, on data the
-    # model was not fitted to, and leaving the test window scored once.
-    sample = data.validation.sample(n=min(IMPORTANCE_ROWS, len(data.validation)), random_state=factories.SEED)
-    xs, ys = data.xy(sample)
-    mean, std = permutation_importance(pipeline, xs, ys, IMPORTANCE_REPEATS, factories.SEED)
-    order = np.argsort(mean)
-    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order))))
-    ax.barh(np.array(data.features)[order], mean[order], xerr=std[order])
-    ax.set_xlabel("drop in ROC AUC when shuffled")
-    ax.set_title("Permutation importance (validation window)")
+    if factories.boosted(pipeline) is not None:
+        names, share = split_gain_importance(pipeline)
+        order = np.argsort(share)
+        fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order))))
+        ax.barh(np.array(names)[order], share[order])
+        ax.set_xlabel("share of the loss reduction made by the trees' splits")
+        ax.set_title("Split-gain importance (boosted trees)")
+    else:
+        # The logistic baseline has no trees: what shuffling each feature costs in ROC AUC, on a
+        # fixed sample of the validation window (data the model was not fitted to).
+        sample = data.validation.sample(n=min(IMPORTANCE_ROWS, len(data.validation)), random_state=factories.SEED)
+        mean, std = permutation_importance(pipeline, *data.xy(sample), IMPORTANCE_REPEATS, factories.SEED)
+        order = np.argsort(mean)
+        fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order))))
+        ax.barh(np.array(data.features)[order], mean[order], xerr=std[order])
+        ax.set_xlabel("drop in ROC AUC when shuffled")
+        ax.set_title("Permutation importance (validation window)")
     fig.tight_layout()
     figures["feature_importance.png"] = fig
     return figures
@@ -233,16 +248,19 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
         clock.lap("fit")
         boosted = factories.boosted(pipeline)
         with factories.predicting():  # from here on the model only predicts
-            check = factories.calibration_check(pipeline, x_val, y_val, parts["validation"][DATE].to_numpy())
+            # Each window is scored once; every probability below is computed from these scores.
+            raw_val, raw_test = factories.raw_score(pipeline, x_val), factories.raw_score(pipeline, x_test)
+            check = factories.calibration_check(raw_val, y_val, parts["validation"][DATE].to_numpy())
             fitted = factories.platt_scaled(pipeline, x_val, y_val) if check.calibrate else pipeline
             # The last day whose rows shaped the model: validation too when it stopped the
             # boosting or fitted the calibration. The gate compares only on later days.
             fit_end = windows.validation_end if boosted is not None or check.calibrate else windows.train_end
             clock.lap("calibrate")
 
-            proba_test = factories.positive_proba(fitted, x_test)  # the test window, scored once
+            proba_test = factories.proba_from_raw(fitted, raw_test)  # the test window, scored once
             test = bootstrap_metrics(y_test, proba_test)
-            metrics = {f"validation_{k}": v for k, v in score(fitted, x_val, y_val).items()}
+            validation = point_metrics(y_val, factories.proba_from_raw(fitted, raw_val))
+            metrics = {f"validation_{k}": v for k, v in validation.items()}
             for name, estimate in test.items():
                 metrics |= {
                     f"test_{name}": estimate.value,
@@ -304,7 +322,7 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
             _log_datasets(settings, data, parts, checksums)
             clock.lap("record")
 
-            uncalibrated = factories.positive_proba(pipeline, x_test) if check.calibrate else None
+            uncalibrated = factories.proba_from_raw(pipeline, raw_test) if check.calibrate else None
             _log_plots(fitted, data, y_test, proba_test, uncalibrated)
             clock.lap("plots")
             info = _log_model(settings, fitted, x_test.head(5), proba_test[:5])

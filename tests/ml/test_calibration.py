@@ -37,7 +37,8 @@ def test_calibration_is_chosen_when_later_days_say_so(mart: Callable[..., pd.Dat
     data = split(_later_months_half_as_late(mart(), "2013-09-01"), 2, 2)
     pipeline = _fitted(data)
     x_val, y_val = data.xy(data.validation)
-    check = factories.calibration_check(pipeline, x_val, y_val, data.validation[DATE].to_numpy())
+    raw_val = factories.raw_score(pipeline, x_val)
+    check = factories.calibration_check(raw_val, y_val, data.validation[DATE].to_numpy())
     assert check.fitted_until < data.windows.validation_end
     assert check.calibrate and check.log_loss_platt < check.log_loss_as_is
     calibrated = factories.platt_scaled(pipeline, x_val, y_val)
@@ -45,6 +46,9 @@ def test_calibration_is_chosen_when_later_days_say_so(mart: Callable[..., pd.Dat
     before, after = pipeline.predict_proba(x_val)[:, 1], calibrated.predict_proba(x_val)[:, 1]
     assert (np.diff(after[np.argsort(before)]) >= 0).all()
     assert abs(after.mean() - y_val.mean()) < abs(before.mean() - y_val.mean())
+    # A run scores each window once (raw_score) and derives both probabilities from it: the same numbers.
+    np.testing.assert_allclose(factories.proba_from_raw(pipeline, raw_val), before, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(factories.proba_from_raw(calibrated, raw_val), after, rtol=0, atol=1e-12)
 
 
 def test_a_calibrated_model_loads_as_data_and_compiles_exactly(
