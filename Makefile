@@ -46,6 +46,8 @@ demo: $(STAMP) ## Run the platform end to end on the embedded default
 	$(RUN)/lab build
 	$(RUN)/lab train
 	$(RUN)/lab promote
+	$(RUN)/lab train --model baseline
+	$(RUN)/lab promote
 	$(RUN)/lab champion
 	$(RUN)/lab airflow-test --month 2013-12
 	$(RUN)/lab api-demo

@@ -83,12 +83,17 @@ def promote_challenger(settings: Settings, version: str) -> dict[str, Any]:
 
     import_skops_quietly()  # the gate loads both models
     decision = promote(settings, version)
+    interval = decision.difference
     return {
+        "outcome": decision.outcome,
         "promoted": decision.promoted,
         "challenger_version": decision.challenger_version,
         "champion_version": decision.champion_version,
         "challenger_auc": decision.challenger_auc,
         "champion_auc": decision.champion_auc,
+        "window": None if decision.window is None else [day.isoformat() for day in decision.window],
+        "rows": decision.rows,
+        "auc_difference": None if interval is None else [interval.value, interval.lo, interval.hi],
         "reason": decision.reason,
     }
 

@@ -11,6 +11,7 @@ from ml.artifacts import load_model
 from ml.data import prepare
 from ml.registry import promote
 from serving.app import create_app
+from serving.model_store import ServedModel
 from warehouse.dbt import mart_relations
 from warehouse.query import query
 
@@ -110,6 +111,37 @@ def test_compiled_trees_equal_sklearn_on_the_mart(served) -> None:  # type: igno
     # Any other pipeline shape is left to sklearn.
     other = baseline(categorical, numeric).fit(frame[categorical + numeric].iloc[:2000], frame[LABEL].iloc[:2000])
     assert compile_pipeline(other, categorical, numeric) is None
+
+
+def test_a_batch_scores_planeless_flights_as_one_flight_at_a_time(served) -> None:  # type: ignore[no-untyped-def]
+    """Over 32 rows a batch goes to sklearn, not the compiled trees: the None category must survive it."""
+    import numpy as np
+    import pandas as pd
+
+    from serving.model_store import ModelStore
+
+    settings, result = served
+    model = ModelStore(settings).load(result.model_version)
+    marts = mart_relations(settings)
+    frame = prepare(query(settings, f"select * from {marts['training_flights']} limit 4000").to_pandas())
+    planeless = frame[frame["plane_manufacturer"].isna()].head(20)
+    assert len(planeless) == 20
+    rows = [
+        {k: (None if v != v else v) for k, v in r.items()}
+        for r in pd.concat([planeless, frame.head(30)])[model.features].to_dict("records")
+    ]
+    assert len(rows) > ServedModel.COMPILED_MAX_ROWS
+    one_by_one = np.array([model.predict_proba([row])[0] for row in rows])  # the compiled trees
+    np.testing.assert_allclose(model.predict_proba(rows), one_by_one, rtol=0, atol=1e-12)
+
+
+def test_a_champion_trained_at_another_horizon_is_refused(served) -> None:  # type: ignore[no-untyped-def]
+    from ml.artifacts import ModelRefused
+    from serving.model_store import ModelStore
+
+    settings, result = served
+    with pytest.raises(ModelRefused, match="as of 120 min before departure; this API computes them 90 min"):
+        ModelStore(settings.model_copy(update={"prediction_horizon_minutes": 90})).load(result.model_version)
 
 
 def test_batch_unknown_tailnum_and_bad_input(served) -> None:  # type: ignore[no-untyped-def]
