@@ -80,7 +80,8 @@ class ModelStore:
         The checks, in order: the artifact is a skops scikit-learn Pipeline of
         trusted types (``ml.artifacts``); its input signature is the feature
         list its run recorded, and every one of those is a feature serving
-        assembles, as of the prediction horizon its run recorded; its reference rows (the logged input example) score to
+        assembles; its run's prediction horizon is the one serving computes
+        features at; its reference rows (the logged input example) score to
         probabilities, the same through the compiled trees as through sklearn.
 
         Raises:
@@ -106,10 +107,11 @@ class ModelStore:
         # The features mean "known this long before departure"; served at another horizon they
         # would be computed as of another instant than the model learned from.
         horizon = str(self.settings.prediction_horizon_minutes)
-        if params.get("prediction_horizon_minutes") != horizon:
+        learned = params.get("prediction_horizon_minutes", "an undeclared number of")
+        if learned != horizon:
             raise ModelRefused(
-                f"v{version} learned features as of {params.get('prediction_horizon_minutes', 'no declared')} min"
-                f" before departure; this API computes them {horizon} min before (LAB_PREDICTION_HORIZON_MINUTES)"
+                f"v{version} learned features as of {learned} min before departure;"
+                f" this API computes them {horizon} min before (LAB_PREDICTION_HORIZON_MINUTES)"
             )
         lineage = {k: v for k, v in run.data.tags.items() if k.startswith((TAG_PREFIX, "mlflow.source.git"))}
         served = ServedModel(

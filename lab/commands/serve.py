@@ -1,7 +1,8 @@
-"""The API: ``lab serve`` runs it; ``lab api-demo`` starts it, asks it about real flights and stops it."""
+"""The API: ``lab serve`` runs it; ``lab api-demo`` and ``lab replay`` send it real flights over HTTP."""
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -58,6 +59,59 @@ def api_demo_command(
         ]
     output.show(_answers_table(f"POST {url}/predict", flights, answers))
     output.show("API stopped (SIGTERM); every answer is in the prediction log.")
+
+
+def replay_command(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option("--from", help="First month to replay (YYYY-MM).")],
+    end: Annotated[str, typer.Option("--to", help="Last month to replay (YYYY-MM), inclusive.")],
+    rate: Annotated[
+        float | None, typer.Option(min=0.1, help="At most this many flights per second (default: as fast as answered).")
+    ] = None,
+    batch: Annotated[
+        int, typer.Option(min=1, max=1000, help="Flights per request: 1 = POST /predict, more = /predict/batch.")
+    ] = 1,
+    start_api: Annotated[
+        bool, typer.Option("--start-api", help="Start the API for the replay and stop it after (SIGTERM).")
+    ] = False,
+    target: Target = None,
+) -> None:
+    """Send a past period's real scheduled flights through the API over HTTP, in schedule order."""
+    from contextlib import nullcontext
+
+    from serving.examples import scheduled_flight_requests
+    from serving.process import api_server
+    from serving.replay import replay
+
+    settings = settings_for(ctx, target)
+    first, last = _month(start, "--from"), _month(end, "--to")
+    last_day = (last.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    if first > last:
+        raise LabError(f"--from {start} is after --to {end}")
+    flights = scheduled_flight_requests(settings, first, last_day)
+    if not flights:
+        raise LabError(f"no flights scheduled from {start} to {end} in the {settings.dbt_target} warehouse")
+    output.note(f"{len(flights):,} scheduled flights, {first}..{last_day}, in schedule order")
+    running = f"http://{settings.serve_host}:{settings.serve_port}"
+    server = api_server(settings) if start_api else nullcontext((running, None))
+    with server as (url, _), output.progress("replaying") as advance:
+        result = replay(url, flights, batch=batch, rate=rate, progress=advance)
+    output.show(
+        f"replayed {result.flights:,} flights to {url} in {result.seconds:.1f} s"
+        f" ({result.flights / max(result.seconds, 1e-9):,.0f} flights/s): {result.answered:,} answered"
+    )
+    for status, count in sorted(result.refused.items()):
+        output.show(f"  [yellow]{count:,} refused with {status}[/yellow]")
+    if result.first_refusal:
+        output.show(f"  first refusal: {result.first_refusal}")
+    output.show("every answer is in the API's prediction log" + (" (API stopped, log flushed)" if start_api else ""))
+
+
+def _month(text: str, option: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise LabError(f"{option} {text!r} is not a month (YYYY-MM)") from None
 
 
 def _answers_table(title: str, flights: list[dict[str, Any]], answers: list[dict[str, Any]]) -> Table:

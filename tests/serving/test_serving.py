@@ -144,6 +144,39 @@ def test_a_champion_trained_at_another_horizon_is_refused(served) -> None:  # ty
         ModelStore(settings.model_copy(update={"prediction_horizon_minutes": 90})).load(result.model_version)
 
 
+def test_a_replay_sends_a_real_day_in_schedule_order_and_the_log_holds_every_flight(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    from serving.examples import scheduled_flight_requests
+    from serving.process import api_server
+    from serving.replay import replay
+
+    settings, _ = served
+    settings = settings.model_copy(update={"prediction_log_url": f"sqlite:///{tmp_path / 'replay.db'}"})
+    flights = scheduled_flight_requests(settings, date(2013, 7, 1), date(2013, 7, 1))
+    (day,) = query(
+        settings,
+        "select count(*) as n, count(*) filter (where is_cancelled) as cancelled"
+        " from stg_nycflights__flights where flight_date = date '2013-07-01'",
+    ).to_pylist()
+    assert len(flights) == day["n"] and day["cancelled"] > 0  # the whole day's schedule, cancellations too
+    times = [f["scheduled_departure"] for f in flights]
+    assert times == sorted(times)
+    one_by_one, batched = flights[:40], flights[40:]
+    with api_server(settings) as (url, _):
+        paced = replay(url, one_by_one, rate=20.0)
+        fast = replay(url, batched, batch=100)
+    assert (paced.answered, fast.answered) == (len(one_by_one), len(batched))
+    assert not paced.refused and not fast.refused
+    assert paced.seconds >= (len(one_by_one) - 1) / 20.0  # --rate is a ceiling it kept
+    engine = sa.create_engine(settings.prediction_log_url)
+    with engine.connect() as conn:
+        logged = conn.execute(sa.text("select carrier, flight, origin from predictions order by predicted_at")).all()
+    key = [(f["carrier"], f["flight"], f["origin"]) for f in flights]
+    assert sorted(map(tuple, logged)) == sorted(key)  # every flight, once
+    assert [tuple(row) for row in logged[:40]] == key[:40]  # the paced ones answered in schedule order
+
+
 def test_batch_unknown_tailnum_and_bad_input(served) -> None:  # type: ignore[no-untyped-def]
     settings, _ = served
     flight = _request(_sample_flights(settings, 1)[0])
