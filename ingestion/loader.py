@@ -10,11 +10,13 @@ the files it wrote are unreferenced and harmless.
 from __future__ import annotations
 
 import functools
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +27,7 @@ from pyiceberg.table import Table
 from core.errors import BadRowsError, LabError, SchemaMismatchError
 from core.months import month_index
 from core.settings import Settings
+from ingestion import prediction_log
 from ingestion.commit import commit_with_retry, data_files_in
 from ingestion.declarations import SourceDeclaration, identifier_problem
 from ingestion.landing import LandedFile, land
@@ -96,7 +99,8 @@ def ingest(
             column name that cannot be a table column (nothing is written).
         BadRowsError: the quarantined share passes ``settings.max_bad_row_share``.
         LabError: the partition is malformed or holds no rows, or a file cannot
-            be read as its format at all.
+            be read as its format at all. (The prediction log with no rows is
+            not an error: the result says 0 rows and no snapshot.)
     """
     if partition is not None and decl.partition is None:
         raise LabError(f"source {decl.name} is not partitioned; load it without --partition")
@@ -107,7 +111,9 @@ def ingest(
     identifier = decl.table_name(settings.raw_namespace)
     load_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     loaded_at = datetime.now(UTC)
-    landed = land(decl, store)
+    landed = _land_input(decl, settings, store, month)
+    if not landed:  # only the prediction log can be empty: the API has answered nothing (that month) yet
+        return LoadResult(source=decl.name, table=identifier, load_id=load_id, partition=partition, files=[])
     load = _Load(decl, identifier, load_id, loaded_at, partition, month, landed)
     result = LoadResult(source=decl.name, table=identifier, load_id=load_id, partition=partition, files=landed)
 
@@ -142,6 +148,15 @@ def ingest(
     snapshot = table.current_snapshot()
     result.snapshot_id = snapshot.snapshot_id if snapshot else None
     return result
+
+
+def _land_input(decl: SourceDeclaration, settings: Settings, store: ObjectStore, month: int | None) -> list[LandedFile]:
+    """The source's input in the landing area: its files, or the prediction log exported to one file."""
+    if not decl.input.prediction_log:
+        return land(decl, store, decl.input_files())
+    with tempfile.TemporaryDirectory(prefix="lab-export-") as directory:
+        exported = prediction_log.export(decl, settings, Path(directory), month)
+        return land(decl, store, [exported]) if exported is not None else []
 
 
 def _check_headers(decl: SourceDeclaration, store: ObjectStore, landed: list[LandedFile]) -> dict[str, list[str]]:

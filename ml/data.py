@@ -181,7 +181,7 @@ def split(frame: pd.DataFrame, validation_months: int, test_months: int) -> Trai
     split across time.
 
     Raises:
-        LabError: too few days to give each window at least one.
+        LabError: too few days to give each window at least one, and validation two.
     """
     days = sorted(frame[DATE].unique())
     months = sorted({(d.year, d.month) for d in days})
@@ -197,6 +197,11 @@ def split(frame: pd.DataFrame, validation_months: int, test_months: int) -> Trai
         cut_by = "days"
     before_validation = [d for d in days if d < validation_start]
     in_validation = [d for d in days if validation_start <= d < test_start]
+    if len(in_validation) < 2:
+        raise LabError(
+            f"the training mart spans {len(days)} days, which leaves {len(in_validation)} to validate on;"
+            " the calibration check compares the earlier and the later half of the validation days"
+        )
     windows = Windows(
         train_start=days[0],
         train_end=before_validation[-1],

@@ -128,8 +128,7 @@ def predicting() -> AbstractContextManager[object]:
 
     A boosted model predicts tree by tree, each tree one OpenMP parallel
     region. On a machine whose cores are busy, every region waits for a second
-    thread to be scheduled: measured here with other jobs running, one thread
-    predicted 55k rows 3x faster than two, and 2k rows 2.5x faster. Fitting is
+    thread to be scheduled, so one thread is faster than two there; fitting is
     left to use every core.
     """
     from threadpoolctl import threadpool_limits
@@ -177,9 +176,8 @@ def _in_chunks(predict: Any, x: pd.DataFrame | np.ndarray, workers: int) -> np.n
     """``predict`` on ``x`` cut in ``workers`` chunks, each in its own thread on one OpenMP thread.
 
     The trees' loops release the GIL, so two chunks use two cores without
-    the per-tree barrier two OpenMP threads need (``predicting``). Measured
-    here on 360k rows: 1 thread 4.1 s, 2 OpenMP threads 2.8 s, 2 chunks 2.1 s
-    (and, unlike 2 OpenMP threads, no slower than one when other jobs hold the cores).
+    the per-tree barrier two OpenMP threads need (``predicting``), and are no
+    slower than one thread when other jobs hold the cores.
     """
     from concurrent.futures import ThreadPoolExecutor
 

@@ -33,7 +33,7 @@ from core.names import CHALLENGER, CHAMPION, TAG_PREFIX, TAG_PROMOTION_DECISION,
 from core.settings import Settings
 from ml import evaluation
 from ml.artifacts import ModelRefused, load_model
-from ml.data import LABEL, read_mart, window
+from ml.data import LABEL, horizon_minutes, read_mart, window
 from ml.evaluation import Estimate, paired_auc_difference, point_metrics
 from ml.model import positive_proba
 from ml.tracking import configure_mlflow
@@ -77,14 +77,18 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
     name = settings.model_name
-    candidate = (
-        client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
-    )
+    try:
+        candidate = (
+            client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
+        )
+    except mlflow.exceptions.MlflowException:
+        which = f"no version {version} of {name}" if version else f"no {CHALLENGER} of {name}: run `lab train` first"
+        raise LabError(f"nothing to gate: {which}") from None
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champion = None
-    params = client.get_run(str(candidate.run_id)).data.params
+    run = client.get_run(str(candidate.run_id)).data
     decision = Decision(
         promoted=False,
         challenger_version=str(candidate.version),
@@ -94,6 +98,10 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
         margin=settings.promotion_margin,
         reason="",
     )
+    if champion is not None and str(champion.version) == decision.challenger_version:
+        # Nothing to decide, and the champion's own recorded decision stays as it was.
+        decision.reason = "already champion"
+        return decision
     try:
         challenger_model = load_model(f"models:/{name}/{candidate.version}").pipeline
     except ModelRefused as refused:
@@ -101,7 +109,7 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
         decision.reason = f"model refused: {refused}"
     else:
         try:
-            _judge(settings, client, decision, challenger_model, params, champion, frame)
+            _judge(settings, client, decision, challenger_model, run.params, run.tags, champion, frame)
         except _Undecided as undecided:
             decision.outcome, decision.promoted, decision.reason = "undecided", False, str(undecided)
     if decision.promoted:
@@ -118,30 +126,38 @@ def _judge(
     decision: Decision,
     challenger_model: Any,
     params: dict[str, str],
+    tags: dict[str, str],
     champion: Any,
     frame: pd.DataFrame | None,
 ) -> None:
     """Fill ``decision`` for a challenger that loaded.
 
     Raises:
-        _Undecided: no window both models are clean of, or nothing to score on it.
+        _Undecided: no window both models are clean of, nothing to score on it, or
+            a model whose features mean another horizon than the mart's.
     """
     start, end = _dates(params, ("test_start", "test_end"), f"v{decision.challenger_version}")
     decision.window = (start, end)
+    if params.get("tuned_config", "not used") != "not used" and tags.get("lab.test_window_untuned") != "true":
+        raise _Undecided(
+            f"no clean window: the tuning chose v{decision.challenger_version}'s configuration on months inside"
+            f" its test window {start}..{end}"
+        )
     rows = window(read_mart(settings) if frame is None else frame, start, end)
     decision.rows = len(rows)
     if rows.empty:
         raise _Undecided(f"the training mart holds no rows in the window {start}..{end}")
+    _same_horizon(params, rows, f"v{decision.challenger_version}")
     y = rows[LABEL].to_numpy(dtype=int)
+    if len(np.unique(y)) < 2:
+        raise _Undecided(f"the window {start}..{end} holds flights of one outcome only: ROC AUC is undefined there")
     challenger_proba = positive_proba(challenger_model, rows[_features(params, rows, decision.challenger_version)])
     decision.challenger_auc = point_metrics(y, challenger_proba)["roc_auc"]
     if champion is None:
         decision.outcome, decision.promoted, decision.reason = "promoted", True, "no champion yet"
         return
-    if str(champion.version) == decision.challenger_version:
-        decision.champion_auc, decision.reason = decision.challenger_auc, "already champion"
-        return
     champion_params = client.get_run(str(champion.run_id)).data.params
+    _same_horizon(champion_params, rows, f"champion v{champion.version}")
     (champion_fit_end,) = _dates(champion_params, ("fit_end",), f"champion v{champion.version}")
     if champion_fit_end >= start:
         raise _Undecided(
@@ -168,6 +184,16 @@ def _judge(
         f"on {start}..{end} ({len(rows):,} flights): difference {difference.value:+.4f}, 95% interval "
         f"[{difference.lo:+.4f}, {difference.hi:+.4f}], lower bound {verdict} the margin {settings.promotion_margin}"
     )
+
+
+def _same_horizon(params: dict[str, str], rows: pd.DataFrame, who: str) -> None:
+    """A model is compared only on features computed as of the instant it learned them at."""
+    mart = horizon_minutes(rows)
+    learned = params.get("prediction_horizon_minutes", "none")
+    if learned != ("none" if mart is None else str(mart)):
+        raise _Undecided(
+            f"{who} learned features as of {learned} min before departure; the mart's are as of {mart} min"
+        )
 
 
 def _dates(params: dict[str, str], keys: tuple[str, ...], who: str) -> list[date]:

@@ -11,8 +11,9 @@ at the product's decision threshold; nothing is chosen on it.
 The run records params (windows, horizon, the tuned configuration used, the
 calibration decision), metrics (validation, test with intervals, the
 baseline's), plots, the model with signature and input example, one dataset
-per window (by checksum), and the lineage that says exactly which data made
-the model. Every model is registered and becomes the ``challenger``;
+per window (by checksum), the reference profile its monitoring will compare
+later months with (``ml.profile``), and the lineage that says exactly which
+data made the model. Every model is registered and becomes the ``challenger``;
 promotion is a separate, gated step (``ml.registry``).
 """
 
@@ -36,18 +37,19 @@ from sklearn.pipeline import Pipeline
 from core.checksum import checksum
 from core.names import CHALLENGER, TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
-from ml import evaluation
+from ml import evaluation, profile
 from ml import model as factories
 from ml.artifacts import TRUSTED_TYPES
 from ml.data import DATE, LABEL, PARTS, Part, TrainingSet, Windows, horizon_minutes, read_mart, split
 from ml.evaluation import Estimate, bootstrap_metrics, point_metrics
+from ml.profile import reference_profile
 from ml.tracking import configure_mlflow
 from ml.tuning import load_tuned
 
 log = logging.getLogger(__name__)
 
 ModelKind = Literal["gbm", "baseline"]
-# Permutation importance: a fixed sample of the validation window, shuffles per feature.
+# The baseline's permutation importance: a fixed sample of the validation window, shuffles per feature.
 IMPORTANCE_ROWS = 3_000
 IMPORTANCE_REPEATS = 2
 
@@ -259,8 +261,8 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
 
             proba_test = factories.proba_from_raw(fitted, raw_test)  # the test window, scored once
             test = bootstrap_metrics(y_test, proba_test)
-            validation = point_metrics(y_val, factories.proba_from_raw(fitted, raw_val))
-            metrics = {f"validation_{k}": v for k, v in validation.items()}
+            proba_val = factories.proba_from_raw(fitted, raw_val)
+            metrics = {f"validation_{k}": v for k, v in point_metrics(y_val, proba_val).items()}
             for name, estimate in test.items():
                 metrics |= {
                     f"test_{name}": estimate.value,
@@ -320,6 +322,8 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
                 }
             )
             _log_datasets(settings, data, parts, checksums)
+            # The fixed bins this version's monitoring will compare later months with.
+            mlflow.log_dict(reference_profile(x_train, data.categorical, data.numeric, proba_val), profile.ARTIFACT)
             clock.lap("record")
 
             uncalibrated = factories.proba_from_raw(pipeline, raw_test) if check.calibrate else None

@@ -99,9 +99,15 @@ class Tuned:
 
 
 def configurations(budget: int = CONFIGURATIONS, seed: int = SEED) -> list[dict[str, Any]]:
-    """The hyperparameter settings tried: the previous defaults, then seeded distinct draws from ``SPACE``."""
+    """The hyperparameter settings tried: the previous defaults, then seeded distinct draws from ``SPACE``.
+
+    Raises:
+        LabError: a budget larger than the grid (it would be cut short silently, yet recorded as asked).
+    """
     first = {k: factories.BOOSTING_DEFAULTS[k] for k in factories.TUNABLE}
     grid = [dict(zip(SPACE, values, strict=True)) for values in itertools.product(*SPACE.values())]
+    if budget > len(grid):
+        raise LabError(f"a budget of {budget} settings is more than the {len(grid)} the search space holds")
     rest = [g for g in grid if g != first]
     order = np.random.default_rng(seed).permutation(len(rest))
     return [first, *(rest[i] for i in order[: max(0, budget - 1)])]

@@ -137,16 +137,18 @@ class Outcomes:
 
     def window(self, start: int, end: int) -> tuple[int, int, float]:
         """(count, late count, delay sum) of the outcomes known in [start, end)."""
-        lo = int(np.searchsorted(self.known_at, start, side=KNOWN_BEFORE))
-        hi = int(np.searchsorted(self.known_at, end, side=KNOWN_BEFORE))
+        lo, hi = self._positions(start, end)
         return hi - lo, int(self.late[hi] - self.late[lo]), float(self.delay[hi] - self.delay[lo])
 
     def count(self, start: int, end: int) -> int:
-        """How many outcomes were known in [start, end)."""
-        return int(
-            np.searchsorted(self.known_at, end, side=KNOWN_BEFORE)
-            - np.searchsorted(self.known_at, start, side=KNOWN_BEFORE)
-        )
+        """How many outcomes were known in [start, end) (the sums need not be built for this)."""
+        lo, hi = self._positions(start, end)
+        return hi - lo
+
+    def _positions(self, start: int, end: int) -> tuple[int, int]:
+        """[lo, hi): the positions of the outcomes known in [start, end)."""
+        lo, hi = np.searchsorted(self.known_at, [start, end], side=KNOWN_BEFORE)
+        return int(lo), int(hi)
 
 
 @dataclass(frozen=True)

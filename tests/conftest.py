@@ -119,6 +119,9 @@ def pg_session_database(pg_server_url: str) -> Iterator[str]:
     name = f"lab_session_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{pg_server_url}/postgres", autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
+        # Not UTC on purpose, as many servers are not: SQL that leans on the session's time zone
+        # (a day of a timestamptz, a date cast) then differs from DuckDB's marts, pinned to UTC.
+        conn.execute(f"alter database \"{name}\" set timezone to 'America/New_York'")
     yield name
     with psycopg.connect(f"{pg_server_url}/postgres", autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')

@@ -61,9 +61,11 @@ def ingest_command(
             f"{result.rows_in:,}",
             f"{result.rows_loaded:,}",
             f"{result.rows_quarantined:,}",
-            str(result.snapshot_id),
+            "-" if result.snapshot_id is None else str(result.snapshot_id),
             ", ".join(result.new_columns) or "-",
         )
+        if decl.input.prediction_log and result.rows_in == 0:
+            output.note(f"{decl.name}: the prediction log holds no predictions{' for ' + month if month else ''} yet")
     output.show(summary)
 
 

@@ -75,10 +75,11 @@ GOOD_ROWS = [
 
 def test_bundled_declarations_parse() -> None:
     decls = load_declarations()
-    assert set(decls) == {"flights", "weather", "planes", "airlines", "airports"}
+    assert set(decls) == {"flights", "weather", "planes", "airlines", "airports", "predictions"}
     assert decls["flights"].mode == "overwrite_partition"
     assert decls["planes"].primary_key == ["tailnum"]
-    assert all(len(d.input_files()) == 1 for d in decls.values())
+    assert all(len(d.input_files()) == 1 for d in decls.values() if not d.input.prediction_log)
+    assert decls["predictions"].partition is not None  # the API's log, by month of scheduled departure
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,9 @@ def test_too_few_days_is_an_error(mart: Callable[..., pd.DataFrame]) -> None:
     frame = mart(months=1, per_month=50)
     with pytest.raises(LabError, match="three windows need at least 3"):
         split(frame[frame[DATE] == frame[DATE].min()], 2, 2)
+    first_days = sorted(frame[DATE].unique())[:5]
+    with pytest.raises(LabError, match="spans 5 days, which leaves 1 to validate on"):
+        split(frame[frame[DATE].isin(first_days)], 2, 2)
 
 
 def test_the_horizon_and_times_are_not_features(mart: Callable[..., pd.DataFrame]) -> None:

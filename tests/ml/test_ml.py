@@ -17,6 +17,7 @@ from core.settings import Settings
 from ingestion.declarations import load_declarations, read_declaration
 from ingestion.loader import ingest
 from ml.data import DATE, read_mart
+from ml.profile import ARTIFACT as REFERENCE_PROFILE
 from ml.registry import Decision, promote
 from ml.reproduce import reproduce
 from ml.tracking import configure_mlflow
@@ -75,6 +76,12 @@ def test_run_records_windows_horizon_tuning_plots_data_and_lineage(trained: tupl
     assert artifacts == {
         f"plots/{n}.png" for n in ("roc_curve", "precision_recall", "calibration", "feature_importance")
     }
+    # The fixed bins its monitoring will use: every feature it reads, on the train window's rows.
+    reference = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/{REFERENCE_PROFILE}")
+    features = params["categorical_features"].split(",") + params["numeric_features"].split(",")
+    assert sorted(reference["features"]) == sorted(features)
+    assert {p["rows"] for p in reference["features"].values()} == {int(tags["lab.rows_train"])}
+    assert reference["probability"]["rows"] == int(tags["lab.rows_validation"])
     for table in ("flights", "weather", "planes", "airlines", "airports"):
         assert tags[f"lab.snapshot.{table}"].isdigit()
     assert len(tags["lab.dbt_manifest_sha256"]) == 64

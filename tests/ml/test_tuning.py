@@ -77,6 +77,10 @@ def test_configurations_are_the_old_defaults_then_seeded_draws() -> None:
     assert drawn == configurations(CONFIGURATIONS, seed=13) != configurations(CONFIGURATIONS, seed=14)
     assert len({json.dumps(d, sort_keys=True) for d in drawn}) == CONFIGURATIONS
     assert all(d[k] in SPACE[k] for d in drawn for k in SPACE)
+    whole = int(np.prod([len(values) for values in SPACE.values()]))
+    assert len({json.dumps(d, sort_keys=True) for d in configurations(whole)}) == whole
+    with pytest.raises(LabError, match=f"a budget of {whole + 1} settings is more than the {whole}"):
+        configurations(whole + 1)
 
 
 def test_the_committed_configuration_is_the_searchs_own_choice() -> None:

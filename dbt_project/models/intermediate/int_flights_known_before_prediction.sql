@@ -13,8 +13,11 @@
 {{ config(materialized="table") }}
 
 {%- set before_now = "interval '1 microsecond' preceding" -%}
+{#- In hours, not days: on Postgres a day of a timestamptz follows the session's time
+    zone, so a window across a DST change would be an hour longer or shorter
+    than the API's (and DuckDB's, pinned to UTC). -#}
 {%- set history_days -%}
-    range between interval '{{ var("history_window_days") }} days' preceding and {{ before_now }}
+    range between interval '{{ var("history_window_days") | int * 24 }} hours' preceding and {{ before_now }}
 {%- endset -%}
 
 with

@@ -1,0 +1,88 @@
+"""The reference profile a model version carries: fixed bins its monitoring compares every later month with.
+
+Computed once, when the model is trained, and logged with its run
+(``monitoring/reference_profile.json``), so the bins never move: a month's
+population stability index is comparable with the next month's, and promoting
+a model switches the reference with it.
+
+- A numeric feature: its deciles on the training window as bin edges (ties
+  merged), the share of rows in each bin, the share missing, its standard
+  deviation, and 100 quantiles (at 0.5 %, 1.5 %, … 99.5 %) from which a later
+  month's Wasserstein distance is computed without the training rows.
+- A categorical feature: its ``TOP_K`` most frequent values, their shares, the
+  share of all other known values (``other``), a bin for values the training
+  window never saw (``unseen``, empty by definition here) and the share missing.
+- The probability: as a numeric feature, on the validation window: scores on
+  the rows the model was fitted to would be sharper than any it will serve.
+
+Bin ``i`` of a numeric feature holds ``edges[i-1] < x <= edges[i]`` (the first
+everything up to ``edges[0]``, the last everything above ``edges[-1]``), the
+same ``x <= edge`` rule SQL ``case`` expressions write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ARTIFACT = "monitoring/reference_profile.json"
+TOP_K = 20
+DECILES = np.arange(1, 10) / 10  # 0.3, not linspace's 0.30000000000000004: an edge may sit on a tie
+QUANTILES = (np.arange(100) + 0.5) / 100
+PROBABILITY = "probability"
+
+
+def numeric_profile(values: pd.Series | np.ndarray) -> dict[str, Any]:
+    """Decile bins, their shares, the missing share, std and 100 quantiles of one numeric column."""
+    x = np.asarray(values, dtype=np.float64)
+    present = x[~np.isnan(x)]
+    if len(present) == 0:
+        return {"kind": "numeric", "rows": len(x), "edges": [], "shares": [], "missing_share": 1.0}
+    # Observed values as edges (the inverse of the empirical CDF), never a point between two:
+    # a count that is mostly zero gets the edge 0, not 0.1.
+    edges = np.unique(np.quantile(present, DECILES, method="inverted_cdf"))
+    counts = np.bincount(numeric_bins(present, edges), minlength=len(edges) + 1)
+    return {
+        "kind": "numeric",
+        "rows": len(x),
+        "edges": edges.tolist(),
+        "shares": (counts / len(x)).tolist(),
+        "missing_share": float(1 - len(present) / len(x)),
+        "std": float(present.std()),
+        "quantiles": np.quantile(present, QUANTILES).tolist(),
+    }
+
+
+def numeric_bins(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The bin of each (non-missing) value: how many edges lie strictly below it."""
+    return np.searchsorted(edges, x, side="left")
+
+
+def categorical_profile(values: pd.Series, top_k: int = TOP_K) -> dict[str, Any]:
+    """The ``top_k`` most frequent values and their shares, then ``other``, ``unseen`` and missing."""
+    rows = len(values)
+    counts = values.dropna().astype(str).value_counts(sort=False)
+    # Most frequent first; equal counts by value, so the same rows give the same bins.
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    top = ordered[:top_k]
+    known = int(counts.sum())
+    return {
+        "kind": "categorical",
+        "rows": rows,
+        "categories": [value for value, _ in top],
+        "shares": [count / rows for _, count in top],
+        "other_share": (known - sum(count for _, count in top)) / rows if rows else 0.0,
+        "unseen_share": 0.0,
+        "missing_share": 1 - known / rows if rows else 0.0,
+    }
+
+
+def reference_profile(
+    train: pd.DataFrame, categorical: list[str], numeric: list[str], validation_proba: np.ndarray
+) -> dict[str, Any]:
+    """Every feature's profile on the training rows, and the probability's on the validation window."""
+    features: dict[str, Any] = {name: categorical_profile(train[name]) for name in categorical}
+    features |= {name: numeric_profile(train[name]) for name in numeric}
+    return {"features": features, PROBABILITY: numeric_profile(validation_proba)}
