@@ -78,3 +78,10 @@ def test_quality_gate_has_its_own_exit_code(lab_home: Path) -> None:
     result = runner.invoke(app, ["ingest", "bad"])
     assert result.exit_code == EXIT_QUALITY_GATE
     assert "2 of 3 rows are bad" in result.output
+
+
+def test_promote_with_nothing_trained_says_what_to_run() -> None:
+    result = runner.invoke(app, ["promote"])
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "nothing to gate: no challenger of flight_delay: run `lab train` first" in result.output
+    assert "Traceback" not in result.output
