@@ -2,7 +2,8 @@
     A stable text key from natural-key columns, the same on every engine: md5 of the
     columns cast to text, '|'-separated, with '∅' for null so a null and an empty
     string give different keys. (dbt_utils.generate_surrogate_key is not installable
-    offline; md5 and varchar mean the same on DuckDB and Postgres.)
+    offline; md5 and varchar mean the same on DuckDB and Postgres.) A timestamptz as
+    text follows the session's time zone: pass it as `<column> at time zone 'UTC'`.
 -#}
 {% macro surrogate_key(columns) -%}
     md5(

@@ -6,7 +6,8 @@ source as (
 
 renamed as (
     select
-        {{ surrogate_key(['origin', 'time_hour']) }} as observation_id,
+        -- time_hour as UTC wall time: a timestamptz as text follows the session's time zone
+        {{ surrogate_key(['origin', "time_hour at time zone 'UTC'"]) }} as observation_id,
         origin,
         time_hour as observed_at,
         cast(temp as double precision) as temperature_f,
