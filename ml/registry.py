@@ -88,7 +88,7 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         champion = None
-    run = client.get_run(str(candidate.run_id)).data
+    params = client.get_run(str(candidate.run_id)).data.params
     decision = Decision(
         promoted=False,
         challenger_version=str(candidate.version),
@@ -109,7 +109,7 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
         decision.reason = f"model refused: {refused}"
     else:
         try:
-            _judge(settings, client, decision, challenger_model, run.params, run.tags, champion, frame)
+            _judge(settings, client, decision, challenger_model, params, champion, frame)
         except _Undecided as undecided:
             decision.outcome, decision.promoted, decision.reason = "undecided", False, str(undecided)
     if decision.promoted:
@@ -126,7 +126,6 @@ def _judge(
     decision: Decision,
     challenger_model: Any,
     params: dict[str, str],
-    tags: dict[str, str],
     champion: Any,
     frame: pd.DataFrame | None,
 ) -> None:
@@ -138,11 +137,6 @@ def _judge(
     """
     start, end = _dates(params, ("test_start", "test_end"), f"v{decision.challenger_version}")
     decision.window = (start, end)
-    if params.get("tuned_config", "not used") != "not used" and tags.get("lab.test_window_untuned") != "true":
-        raise _Undecided(
-            f"no clean window: the tuning chose v{decision.challenger_version}'s configuration on months inside"
-            f" its test window {start}..{end}"
-        )
     rows = window(read_mart(settings) if frame is None else frame, start, end)
     decision.rows = len(rows)
     if rows.empty:
@@ -156,6 +150,12 @@ def _judge(
     if champion is None:
         decision.outcome, decision.promoted, decision.reason = "promoted", True, "no champion yet"
         return
+    tuned_on = _tuned_window(params)
+    if tuned_on is not None and tuned_on[0] <= end and start <= tuned_on[1]:
+        raise _Undecided(
+            f"no clean window: the tuning chose v{decision.challenger_version}'s configuration by its scores on"
+            f" {tuned_on[0]}..{tuned_on[1]}, which overlaps the test window {start}..{end}"
+        )
     champion_params = client.get_run(str(champion.run_id)).data.params
     _same_horizon(champion_params, rows, f"champion v{champion.version}")
     (champion_fit_end,) = _dates(champion_params, ("fit_end",), f"champion v{champion.version}")
@@ -184,6 +184,17 @@ def _judge(
         f"on {start}..{end} ({len(rows):,} flights): difference {difference.value:+.4f}, 95% interval "
         f"[{difference.lo:+.4f}, {difference.hi:+.4f}], lower bound {verdict} the margin {settings.promotion_margin}"
     )
+
+
+def _tuned_window(params: dict[str, str]) -> tuple[date, date] | None:
+    """The validation window the tuning chose this model's configuration on, if it used one."""
+    if params.get("tuned_config", "not used") == "not used":
+        return None
+    try:
+        first, last = params["tuned_validation_window"].split("..")
+        return date.fromisoformat(first), date.fromisoformat(last)
+    except (KeyError, ValueError):
+        return None  # a configuration written by hand names no window
 
 
 def _same_horizon(params: dict[str, str], rows: pd.DataFrame, who: str) -> None:

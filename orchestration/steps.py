@@ -9,6 +9,7 @@ plain dicts so Airflow can keep them as XComs.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,8 @@ def promote_challenger(settings: Settings, version: str) -> dict[str, Any]:
         "promoted": decision.promoted,
         "challenger_version": decision.challenger_version,
         "champion_version": decision.champion_version,
-        "challenger_auc": decision.challenger_auc,
+        # XCom is JSON: a model the gate never scored has no AUC, not NaN.
+        "challenger_auc": None if math.isnan(decision.challenger_auc) else decision.challenger_auc,
         "champion_auc": decision.champion_auc,
         "window": None if decision.window is None else [day.isoformat() for day in decision.window],
         "rows": decision.rows,

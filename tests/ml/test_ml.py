@@ -204,6 +204,18 @@ def test_no_clean_window_means_no_decision(gate: Gate) -> None:
     assert recorded["champion_auc"] == "" and recorded["auc_difference"] == ""
 
 
+def test_a_window_the_tuning_chose_on_means_no_decision(gate: Gate) -> None:
+    # A gbm on January-October: its test window is September-October, where `lab tune` chose its configuration.
+    frame = read_mart(gate.settings)
+    tuned_on = train(gate.settings, "gbm", frame[frame[DATE] < pd.Timestamp("2013-11-01").date()])
+    assert tuned_on.windows is not None and tuned_on.windows.test_start.isoformat() == "2013-09-01"
+    _with_champion(gate, gate.early.model_version)  # fitted through June at most: clean on September-October
+    decision = promote(gate.settings, tuned_on.model_version)
+    assert decision.outcome == "undecided" and not decision.promoted
+    assert "the tuning chose" in decision.reason and "2013-09-01..2013-10-31" in decision.reason
+    assert _champion(gate) == gate.early.model_version
+
+
 def test_a_challenger_that_would_run_code_is_rejected_unloaded(gate: Gate, tmp_path: Path) -> None:
     from hostile import register_code_running_model
 
