@@ -85,9 +85,9 @@ def replay_command(
 
     settings = settings_for(ctx, target)
     first, last = _month(start, "--from"), _month(end, "--to")
-    last_day = (last.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     if first > last:
         raise LabError(f"--from {start} is after --to {end}")
+    last_day = (last.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)  # the month's end
     flights = scheduled_flight_requests(settings, first, last_day)
     if not flights:
         raise LabError(f"no flights scheduled from {start} to {end} in the {settings.dbt_target} warehouse")
