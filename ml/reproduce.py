@@ -3,13 +3,15 @@
 Iceberg keeps every snapshot, so the raw tables can be read exactly as they were
 when the run trained (time travel), however much was ingested since. They are
 copied into a scratch DuckDB warehouse, the same dbt models are built there,
-and the rebuilt training window is fingerprinted and the test window re-scored
-against the run.
+and every rebuilt window is checksummed (train, and validation and test, which
+shaped the model too: early stopping, calibration) and the test window
+re-scored, against what the run recorded.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -31,19 +33,30 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 @dataclass
 class Reproduction:
-    """Recorded against rebuilt: the training window's checksum and the test window's metrics."""
+    """Recorded against rebuilt: each window's checksum and the test window's metrics."""
 
     run_id: str
     snapshots: dict[str, int]
-    recorded_checksum: str
+    recorded_checksum: str  # the training window's
     rebuilt_checksum: str
     recorded_metrics: dict[str, float] = field(default_factory=dict)
     rebuilt_metrics: dict[str, float] = field(default_factory=dict)
+    # The validation and test windows', by window ("" when the run recorded none).
+    recorded_window_checksums: dict[str, str] = field(default_factory=dict)
+    rebuilt_window_checksums: dict[str, str] = field(default_factory=dict)
 
     @property
     def matches(self) -> bool:
-        same_metrics = all(abs(self.recorded_metrics[k] - self.rebuilt_metrics[k]) < 1e-9 for k in self.rebuilt_metrics)
-        return self.recorded_checksum == self.rebuilt_checksum and same_metrics
+        same_metrics = all(
+            abs(self.recorded_metrics[k] - self.rebuilt_metrics[k]) < 1e-9
+            or (math.isnan(self.recorded_metrics[k]) and math.isnan(self.rebuilt_metrics[k]))
+            for k in self.rebuilt_metrics
+        )
+        return (
+            self.recorded_checksum == self.rebuilt_checksum
+            and self.recorded_window_checksums == self.rebuilt_window_checksums
+            and same_metrics
+        )
 
 
 def reproduce(settings: Settings, run_id: str) -> Reproduction:
@@ -100,11 +113,14 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     params = run.data.params
     try:
         bounds = {
-            key: date.fromisoformat(params[key]) for key in ("train_start", "train_end", "test_start", "test_end")
+            f"{part}_{edge}": date.fromisoformat(params[f"{part}_{edge}"])
+            for part in ("train", "validation", "test")
+            for edge in ("start", "end")
         }
     except (KeyError, ValueError):
-        raise LabError(f"run {run_id} records no train/test windows; it predates three-window training") from None
+        raise LabError(f"run {run_id} records no train/validation/test windows; it predates them") from None
     train_part = window(frame, bounds["train_start"], bounds["train_end"])
+    validation_part = window(frame, bounds["validation_start"], bounds["validation_end"])
     test_part = window(frame, bounds["test_start"], bounds["test_end"])
     features = [f for f in (params["categorical_features"] + "," + params["numeric_features"]).split(",") if f]
     model = load_model(tags[TAG_MODEL_URI]).pipeline
@@ -117,6 +133,8 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
         rebuilt_checksum=checksum(train_part),
         recorded_metrics={k: run.data.metrics[k] for k in rebuilt},
         rebuilt_metrics=rebuilt,
+        recorded_window_checksums={part: tags.get(f"lab.checksum_{part}", "") for part in ("validation", "test")},
+        rebuilt_window_checksums={"validation": checksum(validation_part), "test": checksum(test_part)},
     )
 
 

@@ -172,6 +172,9 @@ def reproduce_command(
         output.show(f"raw.{name:<10} snapshot {snapshot}")
     output.show(f"training-window checksum  recorded {result.recorded_checksum}")
     output.show(f"                          rebuilt  {result.rebuilt_checksum}")
+    for part, recorded in result.recorded_window_checksums.items():
+        output.show(f"{part + '-window checksum':<26}recorded {recorded or '-'}")
+        output.show(f"{'':<26}rebuilt  {result.rebuilt_window_checksums[part]}")
     for key, value in result.rebuilt_metrics.items():
         output.show(f"{key:<22} recorded {result.recorded_metrics[key]:.6f}  rebuilt {value:.6f}")
     if not result.matches:

@@ -271,6 +271,10 @@ def test_reproduce_rebuilds_the_training_set_after_new_data(tmp_path: Path) -> N
 
     result = reproduce(settings, run.run_id)
     assert result.rebuilt_checksum == result.recorded_checksum == run.checksum
+    assert result.rebuilt_window_checksums == result.recorded_window_checksums
+    assert set(result.recorded_window_checksums) == {"validation", "test"} and all(
+        result.recorded_window_checksums.values()
+    )
     assert set(result.rebuilt_metrics) == {"test_roc_auc", "test_pr_auc", "test_brier", "test_log_loss"}
     assert result.rebuilt_metrics == pytest.approx(result.recorded_metrics, abs=1e-12)
     assert result.matches
