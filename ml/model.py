@@ -162,14 +162,34 @@ def proba_from_raw(pipeline: Pipeline, raw: np.ndarray) -> np.ndarray:
     pipeline (``platt_scaled``) applies its one fitted sigmoid to that score
     instead, as ``CalibratedClassifierCV`` does for one frozen binary model.
     """
-    from sklearn.calibration import CalibratedClassifierCV
+    parts = platt_parts(pipeline.steps[-1][1])
+    if parts is None:
+        raise ValueError("proba_from_raw knows the calibration platt_scaled adds, no other")
+    _, sigmoid = parts
+    return np.asarray(expit(raw) if sigmoid is None else sigmoid.predict(raw))
 
-    model = pipeline.steps[-1][1]
+
+def platt_parts(model: Any) -> tuple[Any, Any] | None:
+    """(the model under ``platt_scaled``'s calibration, its fitted sigmoid); (model, None) when uncalibrated.
+
+    Only ``CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")``
+    fitted once (one sigmoid on the decision function) is taken apart; None
+    for any other calibration.
+    """
+    from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+    from sklearn.frozen import FrozenEstimator
+
     if not isinstance(model, CalibratedClassifierCV):
-        return np.asarray(expit(raw))
-    (calibrated,) = model.calibrated_classifiers_
-    (sigmoid,) = calibrated.calibrators
-    return np.asarray(sigmoid.predict(raw))
+        return model, None
+    if model.method != "sigmoid" or len(model.calibrated_classifiers_) != 1:
+        return None
+    calibrated = model.calibrated_classifiers_[0]
+    frozen, calibrators = calibrated.estimator, calibrated.calibrators
+    if not isinstance(frozen, FrozenEstimator) or len(calibrators) != 1:
+        return None
+    if not isinstance(calibrators[0], _SigmoidCalibration) or list(model.classes_) != list(frozen.classes_):
+        return None
+    return frozen.estimator, calibrators[0]
 
 
 def _in_chunks(predict: Any, x: pd.DataFrame | np.ndarray, workers: int) -> np.ndarray:
@@ -194,12 +214,9 @@ def _in_chunks(predict: Any, x: pd.DataFrame | np.ndarray, workers: int) -> np.n
 
 
 def boosted(pipeline: Pipeline) -> HistGradientBoostingClassifier | None:
-    """The boosted model inside a (possibly calibrated) pipeline, or None."""
-    from sklearn.calibration import CalibratedClassifierCV
-
-    model = pipeline.steps[-1][1]
-    if isinstance(model, CalibratedClassifierCV):
-        model = model.estimator.estimator  # CalibratedClassifierCV(FrozenEstimator(model))
+    """The boosted model inside a (possibly Platt-scaled) pipeline, or None."""
+    parts = platt_parts(pipeline.steps[-1][1])
+    model = parts[0] if parts is not None else None
     return model if isinstance(model, HistGradientBoostingClassifier) else None
 
 

@@ -22,7 +22,7 @@ from core.errors import LabError
 from core.names import TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import Settings
 from ml.artifacts import load_model
-from ml.data import LABEL, read_mart, window
+from ml.data import LABEL, PARTS, read_mart, window
 from ml.tracking import configure_mlflow
 from ml.train import score
 
@@ -112,16 +112,13 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
 
     params = run.data.params
     try:
-        bounds = {
-            f"{part}_{edge}": date.fromisoformat(params[f"{part}_{edge}"])
-            for part in ("train", "validation", "test")
-            for edge in ("start", "end")
+        parts = {
+            part: window(frame, date.fromisoformat(params[f"{part}_start"]), date.fromisoformat(params[f"{part}_end"]))
+            for part in PARTS
         }
     except (KeyError, ValueError):
         raise LabError(f"run {run_id} records no train/validation/test windows; it predates them") from None
-    train_part = window(frame, bounds["train_start"], bounds["train_end"])
-    validation_part = window(frame, bounds["validation_start"], bounds["validation_end"])
-    test_part = window(frame, bounds["test_start"], bounds["test_end"])
+    test_part = parts["test"]
     features = [f for f in (params["categorical_features"] + "," + params["numeric_features"]).split(",") if f]
     model = load_model(tags[TAG_MODEL_URI]).pipeline
     rebuilt = score(model, test_part[features], test_part[LABEL].to_numpy(dtype=int))
@@ -130,11 +127,11 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
         run_id=run_id,
         snapshots=recorded,
         recorded_checksum=tags[TAG_CHECKSUM_TRAIN],
-        rebuilt_checksum=checksum(train_part),
+        rebuilt_checksum=checksum(parts["train"]),
         recorded_metrics={k: run.data.metrics[k] for k in rebuilt},
         rebuilt_metrics=rebuilt,
-        recorded_window_checksums={part: tags.get(f"lab.checksum_{part}", "") for part in ("validation", "test")},
-        rebuilt_window_checksums={"validation": checksum(validation_part), "test": checksum(test_part)},
+        recorded_window_checksums={part: tags.get(f"lab.checksum_{part}", "") for part in PARTS[1:]},
+        rebuilt_window_checksums={part: checksum(parts[part]) for part in PARTS[1:]},
     )
 
 

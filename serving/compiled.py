@@ -173,21 +173,13 @@ def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) 
 def _platt(model: Any) -> tuple[Any, tuple[float, float] | None]:
     """(the model under the calibration, its Platt (a, b)); (model, None) when it is not calibrated.
 
-    Only ``CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")``
-    fitted once (one calibrator on the decision function) is unwrapped; any
-    other calibration is returned as is and not compiled.
+    Only ``ml.model.platt_parts``'s shape is unwrapped; any other calibration
+    is returned as is and not compiled.
     """
-    from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
-    from sklearn.frozen import FrozenEstimator
+    from ml.model import platt_parts
 
-    if not isinstance(model, CalibratedClassifierCV):
+    parts = platt_parts(model)
+    if parts is None:
         return model, None
-    if model.method != "sigmoid" or len(model.calibrated_classifiers_) != 1:
-        return model, None
-    calibrated = model.calibrated_classifiers_[0]
-    frozen, calibrators = calibrated.estimator, calibrated.calibrators
-    if not isinstance(frozen, FrozenEstimator) or len(calibrators) != 1:
-        return model, None
-    if not isinstance(calibrators[0], _SigmoidCalibration) or list(model.classes_) != list(frozen.classes_):
-        return model, None
-    return frozen.estimator, (float(calibrators[0].a_), float(calibrators[0].b_))
+    inner, sigmoid = parts
+    return inner, None if sigmoid is None else (float(sigmoid.a_), float(sigmoid.b_))
