@@ -52,6 +52,18 @@ demo: $(STAMP) ## Run the platform end to end on the embedded default
 	$(RUN)/lab airflow-test --month 2013-12
 	$(RUN)/lab api-demo
 
+# Its own home: a champion trained on January-June 2013 serves July-December, and the
+# monitoring loop decides whether it needs replacing. `make demo` is not needed first.
+MONITORING_HOME := $(CURDIR)/.lab/demo-monitoring
+.PHONY: demo-monitoring
+demo-monitoring: $(STAMP) ## Train on Jan-Jun, replay Jul-Dec through the API, monitor, retrain if a rule fires
+	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab ingest
+	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab build
+	LAB_HOME=$(MONITORING_HOME) LAB_VALIDATION_MONTHS=1 LAB_TEST_MONTHS=1 $(RUN)/lab train --through 2013-06
+	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab promote
+	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab replay --from 2013-07 --to 2013-12 --batch 100 --start-api
+	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab monitor --retrain
+
 .PHONY: test
 test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs)
 	$(RUN)/pytest

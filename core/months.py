@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from core.errors import LabError
 
 
@@ -23,3 +25,8 @@ def month_index(month: str) -> int:
 def month_label(index: int) -> str:
     """Iceberg's month index -> 'YYYY-MM' (the inverse of :func:`month_index`)."""
     return f"{1970 + index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def month_start(index: int) -> date:
+    """Iceberg's month index -> the first day of that month."""
+    return date(1970 + index // 12, index % 12 + 1, 1)

@@ -150,6 +150,25 @@ class Settings(BaseSettings):
     # API's own alias polling picks the new champion up).
     serve_reload_url: str = ""
 
+    # --- monitoring: bands and the retrain rule (dbt reads the bands as vars) ------------
+    # Population stability index on the reference's fixed bins: warn and alert bands (Evidently's defaults).
+    monitor_psi_warn: float = Field(default=0.1, ge=0.0)
+    monitor_psi_alert: float = Field(default=0.25, ge=0.0)
+    # A feature drifts when its distance passes this: Wasserstein / reference std for a numeric
+    # feature, Jensen-Shannon distance (base 2) for a categorical one (Evidently's 0.1 for both).
+    monitor_distance_alert: float = Field(default=0.1, gt=0.0)
+    # Live performance may alert only once this many flights of the month have their outcome,
+    # and drift only once the month has this many predictions (a month's last evening in
+    # New York is the next month in UTC: a few dozen flights, no basis for an alert).
+    monitor_min_labelled: int = Field(default=1000, ge=1)
+    monitor_min_predictions: int = Field(default=1000, ge=1)
+    # Drift alone asks for retraining only when the drifting features carry at least this share
+    # of the model's feature importance: seasonal weather drift alone does not retrain.
+    monitor_drift_importance_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    # What schedules `train_and_promote`: every month, or only a fired monitoring rule.
+    retrain_policy: Literal["monthly", "on_alert"] = "monthly"
+    monitor_reports_dir: Path | None = None  # default: <home>/monitoring
+
     # --- Airflow -------------------------------------------------------------------
     airflow_home: Path | None = None  # default: <home>/airflow (config, SQLite metadata DB, logs)
     airflow_dags_folder: Path = Field(default=PROJECT_ROOT / "dags")
@@ -183,6 +202,7 @@ class Settings(BaseSettings):
         self.tuned_config_path = (self.tuned_config_path or PROJECT_ROOT / "ml" / "tuned.json").resolve()
         self.duckdb_extension_directory = (self.duckdb_extension_directory or home / "duckdb_extensions").resolve()
         self.airflow_home = (self.airflow_home or home / "airflow").resolve()
+        self.monitor_reports_dir = (self.monitor_reports_dir or home / "monitoring").resolve()
         if not self.airflow_database_url:
             # SQLite lets one writer in at a time; the CLI (backfill create, list-runs) competes with the
             # scheduler, so a writer waits up to 60 s for the lock instead of Python's default 5 s.

@@ -1,8 +1,11 @@
 """Train a challenger on the refreshed marts, gate it against the champion, tell the API.
 
-Triggered by the marts asset that ``flights_monthly`` marks. A worse model is
-registered but never promoted (the registry's gate); the API picks up a new
-champion by alias polling, or at once when ``LAB_SERVE_RELOAD_URL`` is set.
+Scheduled by the retrain policy (``LAB_RETRAIN_POLICY``): ``monthly`` runs it on
+the marts asset every ``flights_monthly`` run marks; ``on_alert`` only on the
+retrain-request asset the ``monitor`` DAG marks when a rule fires. Either way a
+worse model is registered but never promoted (the registry's gate); the API
+picks up a new champion by alias polling, or at once when
+``LAB_SERVE_RELOAD_URL`` is set.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from airflow.sdk import dag, task
 
 from core.names import WAREHOUSE_POOL
 from core.settings import Settings
-from orchestration.assets import CHAMPION, MARTS
+from orchestration.assets import CHAMPION, MARTS, RETRAIN_REQUEST
 
 DEFAULT_ARGS = {"owner": "ml-platform", "retries": 1, "retry_delay": pendulum.duration(seconds=20)}
 
 
 @dag(
     dag_id="train_and_promote",
-    schedule=[MARTS],
+    schedule=[MARTS] if Settings().retrain_policy == "monthly" else [RETRAIN_REQUEST],
     start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -43,6 +43,16 @@ def _table_schema(decl: SourceDeclaration) -> Schema:
     return Schema(*fields, *lineage)
 
 
+def empty_arrow_table(decl: SourceDeclaration) -> pa.Table:
+    """No rows, with the columns (declared, then lineage) a loaded table of ``decl`` has.
+
+    The warehouse publishes it for a declared source that has never been
+    loaded (the prediction log before the API's first answer), so the models
+    over it build, empty, instead of failing on a missing relation.
+    """
+    return _table_schema(decl).as_arrow().empty_table()
+
+
 def lineage_values(landed_file: LandedFile, load_id: str, loaded_at: datetime) -> dict[str, pa.Scalar]:
     """The lineage columns' values for every row of one file, by column name."""
     # Typed like the table's columns, so repeating them needs no conversion per row.

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from core.errors import BadRowsError, LabError
 from lab import output
-from lab.commands import airflow, build, lake, models, serve
+from lab.commands import airflow, build, lake, models, monitoring, serve
 from lab.context import LabContext
 
 EXIT_USER_ERROR = 2
@@ -90,6 +90,7 @@ _add(app, "airflow-test", airflow.airflow_test_command)
 _add(app, "airflow-env", airflow.airflow_env_command)
 _add(app, "api-demo", serve.api_demo_command)
 _add(app, "replay", serve.replay_command)
+_add(app, "monitor", monitoring.monitor_command)
 app.add_typer(lake_app, name="lake")
 _add(lake_app, "status", lake.lake_status_command)
 _add(lake_app, "quarantine", lake.lake_quarantine_command)

@@ -7,8 +7,8 @@ import os
 from core.settings import Settings
 
 
-def configure_mlflow(settings: Settings) -> str:
-    """Point MLflow at the configured store; return the experiment id.
+def configure_mlflow(settings: Settings, experiment_name: str | None = None) -> str:
+    """Point MLflow at the configured store; return the id of the experiment (default: the training one).
 
     Also turns MLflow's pickle deserialisation off for this process: models
     are loaded by ``ml.artifacts.load_model`` only, and any other path that
@@ -25,13 +25,14 @@ def configure_mlflow(settings: Settings) -> str:
         settings.home.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+    name = experiment_name or settings.mlflow_experiment
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     is_server = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
     return str(
         mlflow.create_experiment(
-            settings.mlflow_experiment,
+            name,
             artifact_location=None if is_server else settings.mlflow_artifact_uri,
         )
     )

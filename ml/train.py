@@ -35,6 +35,8 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.checksum import checksum
+from core.errors import LabError
+from core.months import month_index, month_start
 from core.names import CHALLENGER, TAG_CHECKSUM_TRAIN, TAG_MODEL_URI, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
 from ml import evaluation, profile
@@ -152,9 +154,43 @@ def permutation_importance(
     return drops.mean(axis=1), drops.std(axis=1)
 
 
+@dataclass(frozen=True)
+class Importance:
+    """What the model relies on, per feature: plotted with the run, and weighing drift in monitoring."""
+
+    names: list[str]
+    values: np.ndarray
+    spread: np.ndarray | None
+    measure: str
+    title: str
+
+    def spread_of(self, order: np.ndarray) -> np.ndarray | None:
+        return None if self.spread is None else self.spread[order]
+
+    def shares(self) -> dict[str, float]:
+        """Each feature's share of the total (negative permutation drops count as none)."""
+        clipped = np.clip(self.values, 0, None)
+        total = clipped.sum()
+        return {name: float(v / total) if total > 0 else 0.0 for name, v in zip(self.names, clipped, strict=True)}
+
+
+def feature_importance(pipeline: Pipeline, data: TrainingSet) -> Importance:
+    """Split gain for the boosted trees; for the logistic baseline, permutation on a validation sample."""
+    if factories.boosted(pipeline) is not None:
+        names, share = split_gain_importance(pipeline)
+        measure = "share of the loss reduction made by the trees' splits"
+        return Importance(names, share, None, measure, "Split-gain importance (boosted trees)")
+    # The logistic baseline has no trees: what shuffling each feature costs in ROC AUC, on a
+    # fixed sample of the validation window (data the model was not fitted to).
+    sample = data.validation.sample(n=min(IMPORTANCE_ROWS, len(data.validation)), random_state=factories.SEED)
+    mean, std = permutation_importance(pipeline, *data.xy(sample), IMPORTANCE_REPEATS, factories.SEED)
+    return Importance(
+        list(data.features), mean, std, "drop in ROC AUC when shuffled", "Permutation importance (validation window)"
+    )
+
+
 def _plots(
-    pipeline: Pipeline,
-    data: TrainingSet,
+    importance: Importance,
     y_test: np.ndarray,
     proba_test: np.ndarray,
     uncalibrated_test: np.ndarray | None,
@@ -182,23 +218,11 @@ def _plots(
         CalibrationDisplay.from_predictions(y_test, uncalibrated_test, n_bins=15, ax=ax, name="before Platt scaling")
     ax.set_title("Calibration (test window)")
     figures["calibration.png"] = fig
-    if factories.boosted(pipeline) is not None:
-        names, share = split_gain_importance(pipeline)
-        order = np.argsort(share)
-        fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order))))
-        ax.barh(np.array(names)[order], share[order])
-        ax.set_xlabel("share of the loss reduction made by the trees' splits")
-        ax.set_title("Split-gain importance (boosted trees)")
-    else:
-        # The logistic baseline has no trees: what shuffling each feature costs in ROC AUC, on a
-        # fixed sample of the validation window (data the model was not fitted to).
-        sample = data.validation.sample(n=min(IMPORTANCE_ROWS, len(data.validation)), random_state=factories.SEED)
-        mean, std = permutation_importance(pipeline, *data.xy(sample), IMPORTANCE_REPEATS, factories.SEED)
-        order = np.argsort(mean)
-        fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order))))
-        ax.barh(np.array(data.features)[order], mean[order], xerr=std[order])
-        ax.set_xlabel("drop in ROC AUC when shuffled")
-        ax.set_title("Permutation importance (validation window)")
+    order = np.argsort(importance.values)
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(order))))
+    ax.barh(np.array(importance.names)[order], importance.values[order], xerr=importance.spread_of(order))
+    ax.set_xlabel(importance.measure)
+    ax.set_title(importance.title)
     fig.tight_layout()
     figures["feature_importance.png"] = fig
     return figures
@@ -217,18 +241,26 @@ class _Stopwatch:
         self._last = now
 
 
-def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | None = None) -> TrainResult:
+def train(
+    settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | None = None, through: str | None = None
+) -> TrainResult:
     """Train, evaluate, log and register one model; it becomes the challenger.
 
     Args:
         settings: warehouse and MLflow locations, windows, decision threshold.
         kind: ``gbm`` (the real model) or ``baseline`` (the simple one, registered alone).
         frame: the training mart, if already read (else read from the warehouse).
+        through: 'YYYY-MM': use only flights up to the end of this month (local date), as
+            if trained then; all three windows fall inside. Default: the whole mart.
     """
     import mlflow
 
     clock = _Stopwatch()
     frame = read_mart(settings) if frame is None else frame
+    if through is not None:
+        frame = frame[frame[DATE] < month_start(month_index(through) + 1)]
+        if frame.empty:
+            raise LabError(f"the training mart has no flights up to {through}")
     horizon = horizon_minutes(frame)
     full = split(frame, settings.validation_months, settings.test_months)
     tuned, tuned_sha256 = load_tuned(settings)
@@ -292,6 +324,7 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
                     "prediction_horizon_minutes": "none" if horizon is None else horizon,
                     **windows.params(),
                     "fit_end": fit_end.isoformat(),
+                    "trained_through": through or "all",
                     "categorical_features": ",".join(data.categorical),
                     "numeric_features": ",".join(data.numeric),
                     "excluded_features": ",".join(data.excluded) or "none",
@@ -323,11 +356,13 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
             )
             _log_datasets(settings, data, parts, checksums)
             # The fixed bins this version's monitoring will compare later months with.
-            mlflow.log_dict(reference_profile(x_train, data.categorical, data.numeric, proba_val), profile.ARTIFACT)
+            importance = feature_importance(pipeline, data)
+            shape = reference_profile(x_train, data.categorical, data.numeric, proba_val, importance.shares())
+            mlflow.log_dict(shape, profile.ARTIFACT)
             clock.lap("record")
 
             uncalibrated = factories.proba_from_raw(pipeline, raw_test) if check.calibrate else None
-            _log_plots(fitted, data, y_test, proba_test, uncalibrated)
+            _log_plots(importance, y_test, proba_test, uncalibrated)
             clock.lap("plots")
             info = _log_model(settings, fitted, x_test.head(5), proba_test[:5])
             clock.lap("log_model")
@@ -356,12 +391,12 @@ def train(settings: Settings, kind: ModelKind = "gbm", frame: pd.DataFrame | Non
 
 
 def _log_plots(
-    pipeline: Pipeline, data: TrainingSet, y_test: np.ndarray, proba_test: np.ndarray, uncalibrated: np.ndarray | None
+    importance: Importance, y_test: np.ndarray, proba_test: np.ndarray, uncalibrated: np.ndarray | None
 ) -> None:
     import matplotlib.pyplot as plt
     import mlflow
 
-    for name, figure in _plots(pipeline, data, y_test, proba_test, uncalibrated).items():
+    for name, figure in _plots(importance, y_test, proba_test, uncalibrated).items():
         mlflow.log_figure(figure, f"plots/{name}")
         plt.close(figure)  # type: ignore[arg-type]
 

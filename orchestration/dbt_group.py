@@ -44,8 +44,20 @@ def model_task_id(settings: Settings, model: str, group_id: str = "dbt") -> str:
     return f"{group_id}.{model}_model_build"
 
 
-def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> Any:
-    """A Cosmos ``DbtTaskGroup`` over the project, for the run's month."""
+def dbt_task_group(
+    settings: Settings,
+    group_id: str = "dbt",
+    select: list[str] | None = None,
+    month: str | None = MONTH,
+    **kwargs: Any,
+) -> Any:
+    """A Cosmos ``DbtTaskGroup`` over the project (or the ``select``ed part of it), for the run's month.
+
+    Without ``select`` it is the pipeline's graph: everything but the monitoring
+    models, which the ``monitor`` DAG builds (``select=["tag:monitoring"]``) once
+    predictions have landed. ``month=None`` builds every month (an asset-triggered
+    run has no logical month).
+    """
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
@@ -80,11 +92,12 @@ def dbt_task_group(settings: Settings, group_id: str = "dbt", **kwargs: Any) -> 
             # it is reported with its model's tests.
             should_detach_multiple_parents_tests=not watcher,
             emit_datasets=False,
+            select=select or [],
             # Exposures (the model, the API) document consumers; nothing runs for them.
-            exclude=["resource_type:exposure"],
+            exclude=["resource_type:exposure", *([] if select else ["tag:monitoring"])],
         ),
         operator_args={
-            "vars": {"month": MONTH},
+            "vars": {"month": month} if month else {},
             "pool": WAREHOUSE_POOL,
             "install_deps": False,
             # Keep each invocation's run_results.json: publishing the online features checks them.

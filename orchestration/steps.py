@@ -167,3 +167,34 @@ def publish_online_features(settings: Settings, run_id: str) -> dict[str, Any]:
         if other != folder:
             shutil.rmtree(other, ignore_errors=True)
     return {"version": publication.version, "written": publication.written, "rows": publication.rows}
+
+
+def land_predictions(settings: Settings) -> dict[str, Any]:
+    """The whole prediction log into the lake (landing the same rows again changes nothing)."""
+    from monitoring.monitor import land_predictions as land
+
+    return {"rows": land(settings)}
+
+
+def build_references(settings: Settings) -> dict[str, Any]:
+    """Publish the lake and write the reference of every model version the predictions name."""
+    from monitoring.monitor import publish_with_references
+
+    return {"versions": publish_with_references(settings)}
+
+
+def monitoring_decision(settings: Settings) -> dict[str, Any]:
+    """Read the monitoring marts, decide on retraining, write the report and the MLflow monitoring run."""
+    from monitoring.monitor import read, report
+    from monitoring.rules import decide
+
+    monitored = read(settings)
+    decision = decide(monitored.months(None), settings)
+    path = report(settings, monitored, decision, notes=["written by the monitor DAG"])
+    return {
+        "retrain": decision.retrain,
+        "trigger": decision.trigger,
+        "reason": decision.reason,
+        "months": list(decision.months),
+        "report": str(path),
+    }

@@ -9,6 +9,11 @@ DuckDB's postgres extension) and swapped in atomically.
 Either way ``raw.lake_snapshots`` records which snapshot of every table the
 warehouse now holds: the lineage a trained model points back to.
 
+A declared source that was never loaded (the prediction log before the API's
+first answer) is published empty, with its declared and lineage columns: the
+models over it build, with no rows, instead of failing on a missing relation.
+It has no snapshot, so ``raw.lake_snapshots`` does not name it.
+
 Table names come from the catalog, so every one is quoted where SQL is built
 (declarations only allow plain identifiers, but the catalog may hold others).
 """
@@ -17,13 +22,16 @@ from __future__ import annotations
 
 import logging
 
+import pyarrow as pa
 from psycopg import sql
 
 from core.errors import LabError
 from core.names import QUARANTINE_TABLE
 from core.settings import Settings
+from ingestion.declarations import load_declarations
 from ingestion.storage import open_catalog
-from warehouse import snapshots
+from ingestion.tables import empty_arrow_table
+from warehouse import reference, snapshots
 from warehouse.connection import attach_postgres, duckdb_connect, pg_connection
 from warehouse.snapshots import PublishedTable
 
@@ -53,17 +61,26 @@ def _raw_tables(settings: Settings) -> list[PublishedTable]:
     return tables
 
 
+def _never_loaded(settings: Settings, loaded: list[PublishedTable]) -> dict[str, pa.Table]:
+    """Declared source name -> its empty table, for every declared source the lake has not loaded."""
+    names = {table.name for table in loaded}
+    declarations = load_declarations(settings.sources_dirs)
+    return {name: empty_arrow_table(decl) for name, decl in sorted(declarations.items()) if name not in names}
+
+
 def publish(settings: Settings) -> list[PublishedTable]:
-    """Publish every loaded raw table to ``settings.dbt_target``."""
+    """Publish every loaded raw table to ``settings.dbt_target``, and every declared but unloaded one empty."""
     tables = _raw_tables(settings)
+    empty = _never_loaded(settings, tables)
     if settings.dbt_target == "duckdb":
-        _publish_duckdb(settings, tables)
+        _publish_duckdb(settings, tables, empty)
     else:
-        _publish_postgres(settings, tables)
+        _publish_postgres(settings, tables, empty)
+    reference.ensure_tables(settings)  # the monitoring models' other input, empty until `lab monitor`
     return tables
 
 
-def _publish_duckdb(settings: Settings, tables: list[PublishedTable]) -> None:
+def _publish_duckdb(settings: Settings, tables: list[PublishedTable], empty: dict[str, pa.Table]) -> None:
     if settings.uses_s3:
         raise LabError("the duckdb target reads a local lake; with an S3 warehouse use LAB_DBT_TARGET=postgres")
     with duckdb_connect(settings, settings.duckdb_path) as conn:
@@ -73,6 +90,13 @@ def _publish_duckdb(settings: Settings, tables: list[PublishedTable]) -> None:
             location = table.metadata_location.removeprefix("file://").replace("'", "''")
             view = _quoted(table.name)
             conn.execute(f"create or replace view raw.{view} as select * from iceberg_scan('{location}')")
+        for name, arrow in empty.items():
+            # A view like a loaded table's, over an empty table of the declared shape.
+            shape = _quoted(f"_declared_{name}")
+            conn.register("declared", arrow)
+            conn.execute(f"create or replace table raw.{shape} as select * from declared")
+            conn.unregister("declared")
+            conn.execute(f"create or replace view raw.{_quoted(name)} as select * from raw.{shape}")
         snapshots.replace(conn.execute, conn.executemany, tables, "?")
         conn.execute("commit")
 
@@ -85,25 +109,27 @@ def ensure_pg_database(settings: Settings) -> None:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.pg_database)))
 
 
-def _publish_postgres(settings: Settings, tables: list[PublishedTable]) -> None:
+def _publish_postgres(settings: Settings, tables: list[PublishedTable], empty: dict[str, pa.Table]) -> None:
     ensure_pg_database(settings)
     catalog = open_catalog(settings)
     with duckdb_connect(settings) as duck:
         attach_postgres(duck, settings, read_only=False)
         duck.execute("create schema if not exists pg.raw")
+        batches: dict[str, pa.RecordBatchReader | pa.Table] = dict(empty)
         for table in tables:
-            stage = _quoted(f"_stage_{table.name}")
-            duck.execute(f"drop table if exists pg.raw.{stage}")
             scan = catalog.load_table(f"{settings.raw_namespace}.{table.name}").scan(snapshot_id=table.snapshot_id)
-            reader = scan.to_arrow_batch_reader()  # streamed: memory stays bounded
+            batches[table.name] = scan.to_arrow_batch_reader()  # streamed: memory stays bounded
+        for name, reader in batches.items():
+            stage = _quoted(f"_stage_{name}")
+            duck.execute(f"drop table if exists pg.raw.{stage}")
             duck.register("batches", reader)
             duck.execute(f"create table pg.raw.{stage} as select * from batches")
             duck.unregister("batches")
         duck.execute("detach pg")
     # Swap every staged table in at once, with the snapshot record, in one transaction.
     with pg_connection(settings) as conn:
-        for table in tables:
-            final, staged = sql.Identifier(table.name), sql.Identifier(f"_stage_{table.name}")
+        for name in [table.name for table in tables] + list(empty):
+            final, staged = sql.Identifier(name), sql.Identifier(f"_stage_{name}")
             conn.execute(sql.SQL("drop table if exists raw.{} cascade").format(final))
             conn.execute(sql.SQL("alter table raw.{} rename to {}").format(staged, final))
         with conn.cursor() as cur:

@@ -53,6 +53,10 @@ def train_command(
     ctx: typer.Context,
     target: Target = None,
     model: Annotated[str, typer.Option(help="gbm (gradient boosting) or baseline (logistic regression).")] = "gbm",
+    through: Annotated[
+        str | None,
+        typer.Option("--through", help="Train as of the end of this month (YYYY-MM): later flights are left out."),
+    ] = None,
 ) -> None:
     """Train on the training mart, log the run to MLflow and register the model as challenger."""
     from ml.train import ModelKind, train
@@ -61,7 +65,7 @@ def train_command(
     if model not in {"gbm", "baseline"}:
         raise LabError(f"--model must be gbm or baseline, not {model!r}")
     with output.status(f"training {model} on the {settings.dbt_target} training mart"):
-        result = train(settings, cast(ModelKind, model))
+        result = train(settings, cast(ModelKind, model), through=through)
     metrics = result.metrics
     table = output.table(
         "metric",

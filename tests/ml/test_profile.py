@@ -60,3 +60,32 @@ def test_a_profile_holds_every_feature_and_the_probability() -> None:
     assert set(profile["features"]) == {"carrier", "distance"}
     assert profile["features"]["carrier"]["categories"] == ["AA", "B6"]
     assert profile["probability"]["rows"] == 3 and len(profile["probability"]["quantiles"]) == 100
+
+
+def test_the_profile_as_reference_table_rows() -> None:
+    from ml.profile import reference_rows
+
+    frame = pd.DataFrame(
+        {
+            "dest": [f"D{i % 25:02d}" for i in range(1000)] + [None] * 10,
+            "distance": np.concatenate([np.arange(1000, dtype=float), np.full(10, np.nan)]),
+        }
+    )
+    profile = reference_profile(frame, ["dest"], ["distance"], np.linspace(0, 1, 50), {"dest": 0.7, "distance": 0.3})
+    rows = reference_rows(profile)
+    bins = pd.DataFrame(rows["reference_bins"], columns=["feature", "bin", "kind", "label", "lower", "upper", "share"])
+    distance = bins[bins.feature == "distance"]
+    assert distance["kind"].tolist() == ["range"] * 10 + ["missing"]
+    assert distance["lower"].iloc[0] == -np.inf and distance["upper"].iloc[9] == np.inf
+    assert (distance["upper"].iloc[:9].to_numpy() == distance["lower"].iloc[1:10].to_numpy()).all()  # no gap
+    assert distance["label"].iloc[0] == "<= 99" and distance["label"].iloc[9] == "> 899"
+    for feature in ("dest", "distance", "probability"):
+        assert bins[bins.feature == feature]["share"].sum() == pytest.approx(1.0), feature
+    dest = bins[bins.feature == "dest"]
+    assert dest["kind"].tolist() == ["category"] * 20 + ["other", "unseen", "missing"]
+    # Every training category maps to a bin: its own, or `other` (index 20) for the rest.
+    categories = dict((c, b) for f, c, b in rows["reference_categories"] if f == "dest")
+    assert len(categories) == 25 and sorted(b for b in categories.values() if b == 20) == [20] * 5
+    importance = {f: i for f, _, _, _, _, i in rows["reference_features"]}
+    assert importance == {"dest": 0.7, "distance": 0.3, "probability": None}
+    assert len([r for r in rows["reference_quantiles"] if r[0] == "distance"]) == 100

@@ -17,10 +17,10 @@ from core.settings import Settings
 from orchestration import airflow as af
 from orchestration.dbt_group import model_task_id
 from orchestration.steps import ingest_month
-from warehouse.dbt import mart_relations
+from warehouse.dbt import mart_relations, model_relations
 from warehouse.query import query
 
-DAGS = ("flights_monthly", "train_and_promote")
+DAGS = ("flights_monthly", "train_and_promote", "land_predictions", "monitor")
 
 
 def _home(tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: object) -> Settings:
@@ -36,7 +36,7 @@ def _dbt_models(settings: Settings) -> set[str]:
     from warehouse.dbt import ensure_manifest, model_relations
 
     ensure_manifest(settings)
-    return set(model_relations(settings))
+    return set(model_relations(settings)) - set(model_relations(settings, "monitoring"))  # the monitor DAG's
 
 
 @pytest.mark.parametrize("mode", ["watcher", "local"])
@@ -57,7 +57,7 @@ def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monk
         assert dag.topological_sort() is not None  # raises on a cycle
         for task in dag.tasks:
             assert task.owner != "airflow", task.task_id
-            if not (mode == "watcher" and task.task_id.startswith("dbt.")):
+            if not (mode == "watcher" and task.task_id.startswith(("dbt.", "monitoring."))):
                 assert task.retries >= 1, task.task_id  # watcher tasks: one build, never a second writer
     pipeline = bag.dags["flights_monthly"]
     models = _dbt_models(settings)
@@ -83,7 +83,22 @@ def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monk
     from orchestration.assets import MARTS
 
     training = bag.dags["train_and_promote"]
-    assert training.timetable.asset_condition.objects == (MARTS,)  # scheduled by the marts asset
+    assert training.timetable.asset_condition.objects == (MARTS,)  # the default retrain policy: monthly
+
+    # The monitor DAG: its own Cosmos group of exactly the monitoring models, then the decision.
+    from orchestration.assets import PREDICTIONS, RETRAIN_REQUEST
+
+    monitor = bag.dags["monitor"]
+    assert monitor.timetable.asset_condition.objects == (PREDICTIONS,)
+    monitoring = set(model_relations(settings, "monitoring"))
+    assert {model_task_id(settings, m, "monitoring") for m in monitoring} <= {t.task_id for t in monitor.tasks}
+    assert [a.uri for a in monitor.get_task("request_retraining").outlets] == [RETRAIN_REQUEST.uri]
+    assert "monitoring" not in {t.task_id.split(".")[0] for t in pipeline.tasks}
+
+    # Under the on_alert policy, only a fired rule schedules training.
+    monkeypatch.setenv("LAB_RETRAIN_POLICY", "on_alert")
+    on_alert = DagBag(dag_folder=settings.airflow_dags_folder)
+    assert on_alert.dags["train_and_promote"].timetable.asset_condition.objects == (RETRAIN_REQUEST,)
 
 
 @pytest.mark.parametrize("component", ["scheduler", "api-server"])

@@ -14,6 +14,7 @@ flights as (
 final as (
     select
         flight_id,
+        flight_number,
         origin,
         dest,
         carrier,

@@ -1,0 +1,1 @@
+"""Model monitoring: drift, performance and the report that shows them."""
