@@ -91,6 +91,8 @@ bench: $(STAMP) ## Run the benchmark scripts (prints figures; not part of test)
 	$(RUN)/python bench/train.py
 	$(RUN)/python bench/serve.py
 	$(RUN)/python bench/airflow.py
+	test -f $(MONITORING_HOME)/warehouse.duckdb || $(MAKE) demo-monitoring
+	$(RUN)/python bench/monitor.py --home $(MONITORING_HOME)
 
 .PHONY: airflow
 airflow: $(STAMP) ## Start Airflow standalone with the project's DAGs (Ctrl-C stops it)

@@ -61,9 +61,13 @@ def train_command(
     """Train on the training mart, log the run to MLflow and register the model as challenger."""
     from ml.train import ModelKind, train
 
+    from core.months import month_index
+
     settings = settings_for(ctx, target)
     if model not in {"gbm", "baseline"}:
         raise LabError(f"--model must be gbm or baseline, not {model!r}")
+    if through is not None:
+        month_index(through)  # a bad month is refused before the mart is read
     with output.status(f"training {model} on the {settings.dbt_target} training mart"):
         result = train(settings, cast(ModelKind, model), through=through)
     metrics = result.metrics

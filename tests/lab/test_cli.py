@@ -23,7 +23,7 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
 
 
-@pytest.mark.parametrize("args", [[], ["ingest"], ["lake", "status"], ["lake", "quarantine"], ["sources"], ["replay"]])
+@pytest.mark.parametrize("args", [[], ["ingest"], ["lake", "status"], ["lake", "quarantine"], ["sources"], ["replay"], ["monitor"]])
 def test_every_command_has_help(args: list[str]) -> None:
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0
@@ -50,6 +50,8 @@ def test_ingest_then_status() -> None:
         (["ingest", "planes", "--partition", "2013-01"], "--partition applies to partitioned sources only"),
         (["replay", "--from", "2013-13", "--to", "2013-12"], "--from '2013-13' is not a month (YYYY-MM)"),
         (["replay", "--from", "2013-12", "--to", "2013-07"], "--from 2013-12 is after --to 2013-07"),
+        (["monitor", "--month", "2013-7"], "partition '2013-7' is not a month in the form YYYY-MM"),
+        (["train", "--through", "July"], "partition 'July' is not a month in the form YYYY-MM"),
     ],
 )
 def test_user_mistakes_are_one_line(args: list[str], message: str) -> None:
