@@ -9,7 +9,7 @@ DuckDB's postgres extension) and swapped in atomically.
 Either way ``raw.lake_snapshots`` records which snapshot of every table the
 warehouse now holds: the lineage a trained model points back to.
 
-A declared source that was never loaded (the prediction log before the API's
+A bundled source that was never loaded (the prediction log before the API's
 first answer) is published empty, with its declared and lineage columns: the
 models over it build, with no rows, instead of failing on a missing relation.
 It has no snapshot, so ``raw.lake_snapshots`` does not name it.
@@ -61,17 +61,22 @@ def _raw_tables(settings: Settings) -> list[PublishedTable]:
     return tables
 
 
-def _never_loaded(settings: Settings, loaded: list[PublishedTable]) -> dict[str, pa.Table]:
-    """Declared source name -> its empty table, for every declared source the lake has not loaded."""
+def _never_loaded(loaded: list[PublishedTable]) -> dict[str, pa.Table]:
+    """Source name -> its empty table, for every bundled source the lake has not loaded.
+
+    Only the bundled declarations, which the dbt project's sources name: a
+    folder of the user's own (``LAB_SOURCES_DIRS``) is read when it is loaded,
+    and a problem in it is that load's to report, not every build's.
+    """
     names = {table.name for table in loaded}
-    declarations = load_declarations(settings.sources_dirs)
+    declarations = load_declarations()
     return {name: empty_arrow_table(decl) for name, decl in sorted(declarations.items()) if name not in names}
 
 
 def publish(settings: Settings) -> list[PublishedTable]:
     """Publish every loaded raw table to ``settings.dbt_target``, and every declared but unloaded one empty."""
     tables = _raw_tables(settings)
-    empty = _never_loaded(settings, tables)
+    empty = _never_loaded(tables)
     if settings.dbt_target == "duckdb":
         _publish_duckdb(settings, tables, empty)
     else:

@@ -182,3 +182,19 @@ def test_docs_site_renders_the_lineage_graph(duckdb_built: Settings, tmp_path: P
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 30_000  # a drawn graph, not a blank page
     # Keep the picture where a person can look at it after the run.
     shutil.copy(screenshot, duckdb_built.home / "lineage.png")
+
+
+def test_lineage_runs_from_the_predictions_to_the_monitoring_report(duckdb_built: Settings) -> None:
+    manifest = json.loads((target_dir(duckdb_built) / "manifest.json").read_text())
+    parents = manifest["parent_map"]
+    upstream, frontier = set(), ["exposure.lab.monitoring_report"]
+    while frontier:
+        for parent in parents.get(frontier.pop(), []):
+            if parent not in upstream:
+                upstream.add(parent)
+                frontier.append(parent)
+    assert {"source.lab.lab_api.predictions", "source.lab.model_reference.reference_bins"} <= upstream
+    assert "source.lab.nycflights.flights" in upstream  # the outcomes the live performance is measured on
+    monitoring = {uid for uid, node in manifest["nodes"].items() if "monitoring" in node.get("tags", [])}
+    models = ("mon_feature_drift", "mon_performance", "stg_lab_api__predictions")
+    assert {f"model.lab.{m}" for m in models} <= monitoring
