@@ -59,9 +59,8 @@ def train_command(
     ] = None,
 ) -> None:
     """Train on the training mart, log the run to MLflow and register the model as challenger."""
-    from ml.train import ModelKind, train
-
     from core.months import month_index
+    from ml.train import ModelKind, train
 
     settings = settings_for(ctx, target)
     if model not in {"gbm", "baseline"}:

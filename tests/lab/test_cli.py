@@ -23,7 +23,9 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
 
 
-@pytest.mark.parametrize("args", [[], ["ingest"], ["lake", "status"], ["lake", "quarantine"], ["sources"], ["replay"], ["monitor"]])
+@pytest.mark.parametrize(
+    "args", [[], ["ingest"], ["lake", "status"], ["lake", "quarantine"], ["sources"], ["replay"], ["monitor"]]
+)
 def test_every_command_has_help(args: list[str]) -> None:
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0
