@@ -46,9 +46,24 @@ class Monitored:
     bins: pd.DataFrame
 
     def months(self, month: str | None) -> list[dict[str, Any]]:
-        """The summary rows of one month (or all), in month order, for the rules."""
+        """The summary rows of one month (or all), in month order."""
         rows = self.summary if month is None else self.summary[self.summary["prediction_month"] == month]
         return rows.sort_values(["prediction_month", "model_version"]).to_dict("records")  # type: ignore[no-any-return]
+
+    def judged(self, champion: str | None, month: str | None, min_predictions: int) -> list[dict[str, Any]]:
+        """The rows the rules judge: the champion's, of ``month`` or else of its latest full month.
+
+        A retired version's months never ask for retraining again, and an old
+        month's decay is not today's: without ``month`` the question is whether
+        the model serving now is fine in the latest month with at least
+        ``min_predictions`` predictions. No champion: every version's rows.
+        """
+        rows = [r for r in self.months(month) if champion is None or r["model_version"] == champion]
+        if month is None:
+            full = [r for r in rows if r["predictions"] >= min_predictions]
+            latest = max((r["prediction_month"] for r in full), default=None)
+            rows = [r for r in full if r["prediction_month"] == latest]
+        return rows
 
 
 def land_predictions(settings: Settings, month: str | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from core.errors import LabError
+from core.names import CHAMPION
 from core.settings import Settings
 from ml import profile
 from ml.tracking import configure_mlflow
@@ -49,3 +50,14 @@ def write_references(settings: Settings, versions: Iterable[str]) -> list[str]:
         reference.write_version(settings, version, rows)
         written.append(version)
     return written
+
+
+def champion_version(settings: Settings) -> str | None:
+    """The registry's champion version, or None before the first promotion."""
+    import mlflow
+
+    configure_mlflow(settings)
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None

@@ -68,12 +68,12 @@ def month_verdict(row: dict[str, Any], settings: Settings) -> tuple[Trigger, str
 
 
 def decide(rows: list[dict[str, Any]], settings: Settings) -> RetrainDecision:
-    """Retrain when any month of ``rows`` fired; performance decay named first."""
+    """Retrain when any of ``rows`` fired (``Monitored.judged`` picks them); performance decay named first."""
     verdicts = [(row["prediction_month"], *month_verdict(row, settings)) for row in rows]
     for trigger in ("performance", "drift"):
         fired = [(month, reason) for month, t, reason in verdicts if t == trigger]
         if fired:
             return RetrainDecision(True, trigger, fired[0][1], tuple(sorted({m for m, _ in fired})))  # type: ignore[arg-type]
     if not verdicts:
-        return RetrainDecision(False, "none", "no predictions to monitor", ())
+        return RetrainDecision(False, "none", "no month of the serving model to judge yet", ())
     return RetrainDecision(False, "none", f"no rule fired; latest: {verdicts[-1][2]}", ())

@@ -186,10 +186,12 @@ def build_references(settings: Settings) -> dict[str, Any]:
 def monitoring_decision(settings: Settings) -> dict[str, Any]:
     """Read the monitoring marts, decide on retraining, write the report and the MLflow monitoring run."""
     from monitoring.monitor import read, report
+    from monitoring.references import champion_version
     from monitoring.rules import decide
 
     monitored = read(settings)
-    decision = decide(monitored.months(None), settings)
+    rows = monitored.judged(champion_version(settings), None, settings.monitor_min_predictions)
+    decision = decide(rows, settings)
     path = report(settings, monitored, decision, notes=["written by the monitor DAG"])
     return {
         "retrain": decision.retrain,

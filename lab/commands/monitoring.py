@@ -37,7 +37,10 @@ def monitor_command(
         bool, typer.Option("--retrain", help="When a rule fires: train a challenger and run the promotion gate.")
     ] = False,
 ) -> None:
-    """Land the prediction log, build the dbt monitoring models, print the months and the retrain decision."""
+    """Land the prediction log, build the dbt monitoring models, print the months and the retrain decision.
+
+    The rules judge the champion: in `--month`, or else in its latest month with enough predictions.
+    """
     from monitoring import monitor, rules
 
     settings = settings_for(ctx, target)
@@ -83,7 +86,10 @@ def monitor_command(
             + f" ({row['drifted_features']} features)",
         )
     output.show(table)
-    decision = rules.decide(monitored.months(month), settings)
+    from monitoring.references import champion_version
+
+    champion = champion_version(settings)
+    decision = rules.decide(monitored.judged(champion, month, settings.monitor_min_predictions), settings)
     path = monitor.report(settings, monitored, decision, notes=[])
     output.show(f"report: {path} (also logged to MLflow, experiment {settings.mlflow_experiment}-monitoring)")
     verdict = "[red]retrain[/red]" if decision.retrain else "[green]no retraining[/green]"

@@ -60,4 +60,26 @@ def test_too_few_labels_or_predictions_are_said_not_hidden(settings: Settings) -
     assert not decision.retrain
     assert "85 labelled flights (< 1,000): performance cannot alert yet" in decision.reason
     assert "only 88 predictions (< 1,000)" in decision.reason
-    assert decide([], settings).reason == "no predictions to monitor"
+    assert decide([], settings).reason == "no month of the serving model to judge yet"
+
+
+def test_the_rules_judge_the_champion_in_its_latest_full_month(settings: Settings) -> None:
+    import pandas as pd
+
+    from monitoring.monitor import Monitored
+
+    rows = [
+        _month("2013-07", model_version="1", performance_decayed=True),
+        _month("2013-12", model_version="1"),
+        _month("2014-01", model_version="1", predictions=88, drift_alert=True),
+        _month("2013-12", model_version="2", performance_decayed=True),
+    ]
+    monitored = Monitored(pd.DataFrame(rows), *(pd.DataFrame() for _ in range(3)))
+    # v1 serves: July's decay is history, January's 88 flights too few; December is what counts.
+    judged = monitored.judged("1", None, settings.monitor_min_predictions)
+    assert [(r["prediction_month"], r["model_version"]) for r in judged] == [("2013-12", "1")]
+    assert not decide(judged, settings).retrain
+    # Asked about July itself, the rule fires; each champion is judged by its own rows.
+    assert decide(monitored.judged("1", "2013-07", 1000), settings).retrain
+    assert decide(monitored.judged("2", None, 1000), settings).retrain
+    assert [r["model_version"] for r in monitored.judged(None, "2013-12", 1000)] == ["1", "2"]
