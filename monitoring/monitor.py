@@ -137,10 +137,11 @@ def report(settings: Settings, monitored: Monitored, decision: RetrainDecision, 
             }
         )
         for row in monitored.months(None):
-            step = month_index(row["prediction_month"])
-            for name in LOGGED:
-                value = row.get(name)
-                if value is not None and value == value:  # NaN: no figure that month (no labels yet)
-                    mlflow.log_metric(f"v{row['model_version']}_{name}", float(value), step=step)
+            figures = {
+                f"v{row['model_version']}_{name}": float(row[name])
+                for name in LOGGED
+                if row.get(name) is not None and row[name] == row[name]  # NaN: no figure that month (no labels)
+            }
+            mlflow.log_metrics(figures, step=month_index(row["prediction_month"]))  # one call per month
         mlflow.log_artifact(str(path), "monitoring")
     return path

@@ -6,6 +6,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -151,20 +152,24 @@ def test_monthly_incremental_run_equals_full_build(duckdb_built: Settings, tmp_p
     assert refreshed == before
 
 
+def _upstream(manifest: dict[str, Any], node: str) -> set[str]:
+    """Every node ``node`` reads, directly or through others (dbt's parent map, walked)."""
+    parents, upstream, frontier = manifest["parent_map"], set(), [node]
+    while frontier:
+        for parent in parents.get(frontier.pop(), []):
+            if parent not in upstream:
+                upstream.add(parent)
+                frontier.append(parent)
+    return upstream
+
+
 def test_lineage_runs_from_raw_to_the_api(duckdb_built: Settings) -> None:
     manifest = json.loads((target_dir(duckdb_built) / "manifest.json").read_text())
     api = manifest["exposures"]["exposure.lab.prediction_api"]
     model = manifest["exposures"]["exposure.lab.flight_delay_model"]
     assert "model.lab.training_flights" in model["depends_on"]["nodes"]
     assert "model.lab.online_flight_outcomes" in api["depends_on"]["nodes"]
-    parents = manifest["parent_map"]
-    upstream, frontier = set(), ["model.lab.training_flights"]
-    while frontier:
-        node = frontier.pop()
-        for parent in parents.get(node, []):
-            if parent not in upstream:
-                upstream.add(parent)
-                frontier.append(parent)
+    upstream = _upstream(manifest, "model.lab.training_flights")
     assert {f"source.lab.nycflights.{t}" for t in ("flights", "weather", "planes")} <= upstream
 
 
@@ -186,13 +191,7 @@ def test_docs_site_renders_the_lineage_graph(duckdb_built: Settings, tmp_path: P
 
 def test_lineage_runs_from_the_predictions_to_the_monitoring_report(duckdb_built: Settings) -> None:
     manifest = json.loads((target_dir(duckdb_built) / "manifest.json").read_text())
-    parents = manifest["parent_map"]
-    upstream, frontier = set(), ["exposure.lab.monitoring_report"]
-    while frontier:
-        for parent in parents.get(frontier.pop(), []):
-            if parent not in upstream:
-                upstream.add(parent)
-                frontier.append(parent)
+    upstream = _upstream(manifest, "exposure.lab.monitoring_report")
     assert {"source.lab.lab_api.predictions", "source.lab.model_reference.reference_bins"} <= upstream
     assert "source.lab.nycflights.flights" in upstream  # the outcomes the live performance is measured on
     monitoring = {uid for uid, node in manifest["nodes"].items() if "monitoring" in node.get("tags", [])}

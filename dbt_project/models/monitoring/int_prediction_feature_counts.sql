@@ -1,11 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='prediction_month',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail',
-    )
-}}
 {#-
     How many predictions of a month and model version saw each value of each model
     input (and of the probability, the prediction drift). Every drift figure is

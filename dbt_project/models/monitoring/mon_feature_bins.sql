@@ -1,11 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='prediction_month',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail',
-    )
-}}
 {#-
     Each month's share of predictions in every fixed bin of its model version's
     reference, beside the reference's own share: the input of PSI, the

@@ -1,11 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='prediction_month',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail',
-    )
-}}
 {#-
     One row per month and model version: what the retrain rules read.
     - Performance decay is the primary trigger: the live ROC AUC, once at least

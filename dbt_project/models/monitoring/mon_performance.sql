@@ -1,11 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='prediction_month',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail',
-    )
-}}
 {#-
     How each model version did per month, from its predictions and the outcomes landed so far:
     - live, on the labelled flights: ROC AUC (the rank statistic: ties count one half),

@@ -1,11 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='prediction_month',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail',
-    )
-}}
 {#-
     Every monitored prediction beside its flight's outcome, once the flight is in the
     lake: matched by carrier, flight number, origin and scheduled departure. A

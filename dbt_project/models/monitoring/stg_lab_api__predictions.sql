@@ -1,11 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='prediction_month',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail',
-    )
-}}
 {#-
     One row per flight and model version: the first prediction the log holds for it.
     A flight asked about again (a retry, a replay of the same month) is the same
