@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from core.errors import BadRowsError, LabError
 from lab import output
-from lab.commands import airflow, build, lake, models, monitoring, serve
+from lab.commands import airflow, build, lake, models, monitoring, serve, stack
 from lab.context import LabContext
 
 EXIT_USER_ERROR = 2
@@ -54,6 +54,7 @@ def with_exit_codes(command: Callable[P, None]) -> Callable[P, None]:
 
 app = typer.Typer(help="The data platform lab: land, model, train, serve.", no_args_is_help=True)
 lake_app = typer.Typer(help="Inspect the Iceberg lake.", no_args_is_help=True)
+stack_app = typer.Typer(help="The full stack (compose.yaml) as supervised processes here.", no_args_is_help=True)
 
 
 @app.callback()
@@ -94,3 +95,10 @@ _add(app, "monitor", monitoring.monitor_command)
 app.add_typer(lake_app, name="lake")
 _add(lake_app, "status", lake.lake_status_command)
 _add(lake_app, "quarantine", lake.lake_quarantine_command)
+app.add_typer(stack_app, name="stack")
+_add(stack_app, "up", stack.up_command)
+_add(stack_app, "down", stack.down_command)
+_add(stack_app, "status", stack.status_command)
+_add(stack_app, "logs", stack.logs_command)
+_add(stack_app, "run", stack.run_command)
+_add(stack_app, "exec", stack.exec_command)

