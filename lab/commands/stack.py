@@ -31,12 +31,21 @@ def up_command(ctx: typer.Context) -> None:
     _status_table(stack)
 
 
-def down_command(ctx: typer.Context) -> None:
-    """Stop every supervised service, then the supervisor. Databases and buckets keep their data."""
+def down_command(
+    ctx: typer.Context,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", "-v", help="Also drop the stack's databases and folder (a fresh start).")
+    ] = False,
+) -> None:
+    """Stop every supervised service, then the supervisor.
+
+    Postgres keeps its databases; moto's S3 stand-in keeps objects in memory only, so the
+    lake's files and MLflow's artifacts are gone: start again with --volumes.
+    """
     from lab.stack import lifecycle
 
-    lifecycle.down(_stack(ctx))
-    output.note("stack stopped")
+    lifecycle.down(_stack(ctx), volumes=volumes)
+    output.note("stack stopped" + (", its databases and folder removed" if volumes else ""))
 
 
 def status_command(ctx: typer.Context) -> None:
@@ -97,3 +106,32 @@ def exec_command(
     from lab.stack.lifecycle import exec_service
 
     exec_service(_stack(ctx), service, replica)
+
+
+def backfill_command(
+    ctx: typer.Context,
+    first: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
+    last: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM.")],
+    dag_id: Annotated[str, typer.Option("--dag", help="The DAG.")] = "flights_monthly",
+) -> None:
+    """Backfill months through the stack's scheduler; its Celery workers run every task."""
+    from collections import Counter
+
+    from core.months import month_index, month_start
+    from lab.stack import jobs
+
+    stack = _stack(ctx)
+    start, end = month_index(first), month_index(last)
+    if end < start:
+        raise LabError(f"--to {last} is before --from {first}")
+    months = end - start + 1
+    # Monthly runs' logical dates are the first of each month.
+    jobs.start_backfill(stack, dag_id, month_start(start), month_start(end))
+    with output.status(f"{dag_id}: {months} month(s) through the scheduler"):
+        runs = jobs.wait_for_backfill(stack, dag_id, months)
+    hosts = Counter(run.hostname for run in jobs.task_runs(stack, dag_id) if run.hostname)
+    table = output.table("run", "state", title=dag_id)
+    for run_id, state in sorted(runs.items()):
+        table.add_row(run_id, state)
+    output.show(table)
+    output.show("tasks per worker: " + ", ".join(f"{host} {count}" for host, count in sorted(hosts.items())))

@@ -10,6 +10,7 @@ Airflow's ``prepare``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import LabError
+from core.processes import free_port
 from core.settings import PROJECT_ROOT
 from lab.stack import supervisor
 from lab.stack.health import CHECKS
@@ -105,19 +107,23 @@ def create_buckets(stack: Stack) -> None:
             s3.create_bucket(Bucket=bucket)
 
 
-def run_service(stack: Stack, service: str, argv: list[str], *, check: bool = True) -> int:
-    """Run ``argv`` with a service's environment, as `docker compose run --rm <service> <argv>` would."""
+def run_service(stack: Stack, service: str, argv: list[str], *, check: bool = True, quiet: bool = False) -> int:
+    """Run ``argv`` with a service's environment, as `docker compose run --rm <service> <argv>` would.
+
+    ``quiet`` keeps its output, and shows the end of it only when it fails.
+    """
     env = {**base_environment(), **stack.environment(service)}
     stack.lab_home.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, check=False)
+    proc = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, check=False, capture_output=quiet, text=True)
     if check and proc.returncode != 0:
-        raise LabError(f"`{' '.join(argv[:3])}` as {service} failed with exit {proc.returncode}")
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:]) if quiet else ""
+        raise LabError(f"`{' '.join(argv[:3])}` as {service} failed with exit {proc.returncode}\n{tail}".rstrip())
     return proc.returncode
 
 
 def _airflow_init(stack: Stack) -> None:
     code = "from core.settings import Settings; from orchestration.airflow import prepare; prepare(Settings())"
-    run_service(stack, "airflow-init", [sys.executable, "-c", code])
+    run_service(stack, "airflow-init", [sys.executable, "-c", code], quiet=True)
 
 
 ONE_SHOTS = {"minio-init": create_buckets, "airflow-init": _airflow_init}
@@ -184,9 +190,29 @@ def up(stack: Stack, progress: object = None) -> list[Step]:
     return steps
 
 
-def down(stack: Stack) -> None:
-    """Stop every supervised service and the supervisor; the data (databases, buckets' files) stays."""
+def down(stack: Stack, *, volumes: bool = False) -> None:
+    """Stop every supervised service and the supervisor.
+
+    Postgres keeps its databases, but moto's S3 stand-in keeps its objects in memory:
+    the lake's files and MLflow's artifacts go with it. ``volumes`` (compose's
+    ``down --volumes``) also drops the stack's databases and its folder, so the next
+    `up` starts from nothing.
+    """
+    if not stack.exists():
+        return
     supervisor.shutdown(stack)
+    if not volumes:
+        return
+    state = stack.state()
+    if not state.pg_managed:
+        import psycopg
+
+        with psycopg.connect(
+            host=state.pg_host, port=state.pg_port, user=state.pg_superuser, dbname="postgres", autocommit=True
+        ) as conn:
+            for database in stack.databases().values():
+                conn.execute(f'drop database if exists "{database}" with (force)')  # type: ignore[arg-type]
+    shutil.rmtree(stack.root)
 
 
 @dataclass
@@ -219,6 +245,11 @@ def status(stack: Stack) -> list[Status]:
 def exec_service(stack: Stack, service: str, replica: int) -> None:
     """Become the service (supervisord's program command): its environment, then its command."""
     env = {**base_environment(), **stack.environment(service)}
+    if service == "airflow-worker":
+        # Two workers on one machine: each its own name on the task instances, its own log server port.
+        env["LAB_STACK_WORKER"] = f"worker-{replica}"
+        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "lab.stack.hostname.hostname"
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
     argv = stack.command(service, replica)
     os.chdir(Path(PROJECT_ROOT))
     os.execvpe(argv[0], argv, env)

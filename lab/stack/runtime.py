@@ -220,6 +220,9 @@ class Stack:
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(state.scheduler_health_port),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+            # A task whose worker died stops heartbeating: after this it fails and its retry
+            # goes to a live worker (Airflow's default waits 5 minutes).
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         }
 
     def environment(self, service: str) -> dict[str, str]:

@@ -100,6 +100,28 @@ def test_dependencies_wait_for_health_or_completion() -> None:
                 assert "healthcheck" in SERVICES[dependency], dependency
 
 
+def test_compose_and_lab_stack_follow_one_service_table() -> None:
+    """The same services, dependencies, replicas and one-shots in compose.yaml as in `lab stack`'s table."""
+    from lab.stack.health import CHECKS
+    from lab.stack.services import SERVICES as TABLE
+    from lab.stack.services import start_order
+
+    assert [service.name for service in TABLE] == list(SERVICES)  # the same names, in the same order
+    for row in TABLE:
+        service = SERVICES[row.name]
+        assert set(service.get("depends_on", {})) == set(row.after), row.name
+        assert service.get("deploy", {}).get("replicas", 1) == row.replicas, row.name
+        assert ("tools" in service.get("profiles", [])) == row.tool, row.name
+        assert row.name.endswith("-init") == row.one_shot, row.name
+        # Everything compose health-checks, `lab stack` checks too, and nothing else.
+        assert ("healthcheck" in service) == (row.name in CHECKS), row.name
+    # Start order: every service after all it depends on; the tools container is never started.
+    order = [service.name for service in start_order()]
+    assert "lab" not in order
+    for position, name in enumerate(order):
+        assert set(SERVICES[name].get("depends_on", {})) <= set(order[:position]), name
+
+
 def test_ports_are_bound_to_loopback_only() -> None:
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
