@@ -64,9 +64,28 @@ demo-monitoring: $(STAMP) ## Train on Jan-Jun, replay Jul-Dec through the API, m
 	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab replay --from 2013-07 --to 2013-12 --batch 100 --start-api
 	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab monitor --retrain
 
+# The full stack as supervised processes (lab stack), its own home and database,
+# driven end to end, then stopped and wiped (moto's S3 stand-in keeps nothing on disk).
+STACK_HOME := $(CURDIR)/.lab/stack-demo
+.PHONY: stack-demo
+stack-demo: $(STAMP) ## The full stack here: up, 3 months through the scheduler on Celery, train, promote, serve, down
+	export LAB_HOME=$(STACK_HOME) LAB_PG_DATABASE=lab_stack_demo; \
+	trap '$(RUN)/lab stack down --volumes' EXIT; set -e; \
+	$(RUN)/lab stack up; \
+	$(RUN)/lab stack backfill --from 2013-01 --to 2013-03; \
+	$(RUN)/lab stack run lab -- env LAB_VALIDATION_MONTHS=1 LAB_TEST_MONTHS=1 lab train; \
+	$(RUN)/lab stack run lab -- lab promote; \
+	$(RUN)/lab stack run lab -- lab replay --from 2013-03 --to 2013-03 --batch 100; \
+	$(RUN)/lab stack status
+
 .PHONY: test
-test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs)
-	$(RUN)/pytest
+test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs), all but the full stack's
+	$(RUN)/pytest -m "not stack"
+
+# The full stack started for real (`lab stack up`), driven end to end, then stopped.
+.PHONY: test-stack
+test-stack: $(STAMP) ## Run the full stack's end-to-end test (Postgres, S3, MLflow server, Airflow on Celery, the API)
+	$(RUN)/pytest -m stack
 
 # The inner loop: no test marked slow (dbt builds, Airflow runs, a trained model)
 # or integration (the S3 + Postgres variants). `make test` still runs everything.

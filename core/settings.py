@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = Field(default=1_048_576, gt=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
+    # uvicorn worker processes of `lab serve`, each with its own copy of the model (the full stack runs 2).
+    serve_workers: int = Field(default=1, ge=1, le=32)
     # Where the pipeline's last task asks a running API to reload (empty: the
     # API's own alias polling picks the new champion up).
     serve_reload_url: str = ""

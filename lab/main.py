@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from core.errors import BadRowsError, LabError
 from lab import output
-from lab.commands import airflow, build, lake, models, monitoring, serve, stack
+from lab.commands import airflow, build, doctor, lake, models, monitoring, serve, stack
 from lab.context import LabContext
 
 EXIT_USER_ERROR = 2
@@ -92,6 +92,7 @@ _add(app, "airflow-env", airflow.airflow_env_command)
 _add(app, "api-demo", serve.api_demo_command)
 _add(app, "replay", serve.replay_command)
 _add(app, "monitor", monitoring.monitor_command)
+_add(app, "doctor", doctor.doctor_command)
 app.add_typer(lake_app, name="lake")
 _add(lake_app, "status", lake.lake_status_command)
 _add(lake_app, "quarantine", lake.lake_quarantine_command)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -10,6 +10,9 @@ from core.errors import LabError
 from core.names import TAG_SNAPSHOT_PREFIX
 from lab import output
 from lab.context import Target, settings_for
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 METRICS = ("roc_auc", "pr_auc", "brier", "log_loss")
 PARTS = ("train", "validation", "test")
@@ -113,7 +116,8 @@ def promote_command(
     """Make the challenger champion only if it beats the champion on a window neither was fitted on."""
     from ml.registry import promote
 
-    decision = promote(settings_for(ctx, target), version)
+    settings = settings_for(ctx, target)
+    decision = promote(settings, version)
     verdict = {
         "promoted": "[green]promoted[/green]",
         "rejected": "[yellow]not promoted[/yellow]",
@@ -131,6 +135,22 @@ def promote_command(
             f"difference  {decision.difference} (paired bootstrap 95%); promoted only when the lower bound"
             f" is above {decision.margin}"
         )
+    if decision.promoted and settings.serve_reload_url:
+        _reload_the_api(settings)
+
+
+def _reload_the_api(settings: Settings) -> None:
+    """Tell a running API about its new champion now (it would find it at its next alias poll anyway)."""
+    import httpx
+
+    from orchestration.steps import refresh_serving
+
+    try:
+        answer = refresh_serving(settings)
+    except httpx.HTTPError as exc:  # the promotion stands; the API finds it at its next poll
+        output.note(f"the API at {settings.serve_reload_url} was not reloaded ({exc}); it polls the alias")
+        return
+    output.show(f"API reloaded: serving v{answer.get('version')}")
 
 
 def champion_command(ctx: typer.Context, target: Target = None) -> None:

@@ -19,18 +19,33 @@ def serve_command(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Interface to bind (default: LAB_SERVE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: LAB_SERVE_PORT).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=32, help="Worker processes, each with the model (default: LAB_SERVE_WORKERS)."),
+    ] = None,
     target: Target = None,
 ) -> None:
     """Serve the champion over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    import os
+
     import uvicorn
 
     from serving.app import create_app
 
     settings = settings_for(ctx, target)
+    bind = {"host": host or settings.serve_host, "port": port or settings.serve_port}
+    workers = workers or settings.serve_workers
+    if workers == 1:
+        uvicorn.run(create_app(settings), **bind, log_level="info", timeout_graceful_shutdown=10)  # type: ignore[arg-type]
+        return
+    # Worker processes build their own app from the environment: pass --target on through it.
+    # They share the prediction log's spool folder; each appends to its own segment.
+    os.environ["LAB_DBT_TARGET"] = settings.dbt_target
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.serve_host,
-        port=port or settings.serve_port,
+        "serving.app:create_app",
+        factory=True,
+        workers=workers,
+        **bind,  # type: ignore[arg-type]
         log_level="info",
         timeout_graceful_shutdown=10,
     )

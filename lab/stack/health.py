@@ -87,10 +87,11 @@ def airflow_worker(stack: Stack) -> str | None:
 
     from lab.stack.services import by_name
 
-    app = Celery(broker=stack.state().redis_url)
+    state = stack.state()
+    app = Celery(broker=state.redis_url, broker_transport_options={"global_keyprefix": state.redis_key_prefix})
     try:
         replies = app.control.ping(timeout=2.0) or []
-    except Exception as exc:  # noqa: BLE001 - kombu raises many kinds; all mean "not answering"
+    except Exception as exc:
         return f"celery ping: {exc}"
     finally:
         app.close()

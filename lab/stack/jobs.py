@@ -33,7 +33,8 @@ def _airflow() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 
 
-def _query(stack: Stack, sql: str, *params: object) -> list[tuple[object, ...]]:
+def query(stack: Stack, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """Rows of a query on Airflow's metadata database, as its own role."""
     import psycopg
 
     url = stack.pg_url("airflow", stack.databases()["airflow"])
@@ -43,18 +44,21 @@ def _query(stack: Stack, sql: str, *params: object) -> list[tuple[object, ...]]:
 
 def backfill_runs(stack: Stack, dag_id: str) -> dict[str, str]:
     """run_id -> state of every backfill run of the DAG."""
-    rows = _query(stack, "select run_id, state from dag_run where dag_id = %s and run_type = 'backfill'", dag_id)
+    rows = query(stack, "select run_id, state from dag_run where dag_id = %s and run_type = 'backfill'", dag_id)
     return {str(run_id): str(state) for run_id, state in rows}
 
 
 def task_runs(stack: Stack, dag_id: str) -> list[TaskRun]:
-    rows = _query(
+    rows = query(
         stack,
         "select run_id, task_id, state, coalesce(hostname, ''), try_number from task_instance "
         "where dag_id = %s order by start_date nulls last",
         dag_id,
     )
-    return [TaskRun(str(r[0]), str(r[1]), r[2] and str(r[2]), str(r[3]), int(r[4])) for r in rows]  # type: ignore[call-overload]
+    return [
+        TaskRun(str(run), str(task), None if state is None else str(state), str(host), int(str(tries)))
+        for run, task, state, host, tries in rows
+    ]
 
 
 def start_backfill(stack: Stack, dag_id: str, first: date, last: date) -> None:

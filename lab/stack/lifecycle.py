@@ -173,7 +173,8 @@ def up(stack: Stack, progress: object = None) -> list[Step]:
         else:
             if service.name in supervised:
                 states = [
-                    info["statename"] for name, info in supervisor.processes(stack).items()
+                    info["statename"]
+                    for name, info in supervisor.processes(stack).items()
                     if info["group"] == service.name
                 ]
                 if not all(s == "RUNNING" for s in states):

@@ -67,6 +67,9 @@ class State:
     airflow_port: int
     scheduler_health_port: int
     api_port: int
+    # Every key this stack's Celery puts in Redis starts with it: another stack (a test's,
+    # a user's) on the same Redis never takes this one's tasks.
+    redis_key_prefix: str
 
     @property
     def redis_url(self) -> str:
@@ -116,6 +119,7 @@ class Stack:
             airflow_port=_port(_PREFERRED_PORTS["airflow"]),
             scheduler_health_port=_port(_PREFERRED_PORTS["scheduler_health"]),
             api_port=_port(_PREFERRED_PORTS["api"]),
+            redis_key_prefix=f"lab-{secrets.token_hex(4)}:",
         )
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
@@ -190,6 +194,11 @@ class Stack:
             "LAB_AIRFLOW_ADMIN_PASSWORD": values["AIRFLOW_ADMIN_PASSWORD"],
         }
 
+    def pipeline_settings(self) -> Settings:
+        """The settings a job of the `lab` tools service or a worker runs with (and nothing of the caller's)."""
+        fields = {k.removeprefix("LAB_").lower(): v for k, v in self.pipeline_env().items() if k.startswith("LAB_")}
+        return _OnlyGiven.model_validate(fields)
+
     def serve_env(self) -> dict[str, str]:
         values = self.secrets()
         return {
@@ -200,6 +209,9 @@ class Stack:
             "LAB_PG_PASSWORD": values["PG_SERVE_PASSWORD"],
             "LAB_PREDICTION_LOG_URL": self.pg_url("serve", driver="postgresql+psycopg"),
             "LAB_ADMIN_TOKEN": values["LAB_ADMIN_TOKEN"],
+            "LAB_SERVE_WORKERS": "2",
+            # A reload reaches one worker; the others find the new champion at their next poll.
+            "LAB_SERVE_POLL_SECONDS": "5",
         }
 
     def airflow_env(self) -> dict[str, str]:
@@ -207,13 +219,14 @@ class Stack:
         from orchestration.airflow import env
 
         state = self.state()
-        settings = Settings(_env_file=None, **_fields(self.pipeline_env()))  # type: ignore[call-arg]
+        settings = self.pipeline_settings()
         values = self.secrets()
         return {
             **env(settings),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{state.airflow_port}/execution/",
             "AIRFLOW__CELERY__BROKER_URL": state.redis_url,
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": state.redis_key_prefix,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
             + self.pg_url("airflow", self.databases()["airflow"], driver="postgresql"),
             "AIRFLOW__API_AUTH__JWT_SECRET": values["AIRFLOW_JWT_SECRET"],
@@ -276,9 +289,12 @@ class Stack:
         raise LabError(f"{service} is not a long-running service of the stack")
 
 
-def _fields(env: dict[str, str]) -> dict[str, object]:
-    """LAB_* variables as Settings keyword arguments."""
-    return {key.removeprefix("LAB_").lower(): value for key, value in env.items() if key.startswith("LAB_")}
+class _OnlyGiven(Settings):
+    """Settings from the values given only: no LAB_* variable or .env file of the caller's leaks in."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **others):  # type: ignore[no-untyped-def,override]
+        return (init_settings,)
 
 
 def base_environment() -> dict[str, str]:

@@ -9,6 +9,7 @@ starts them in the service table's order, each once its dependencies answer.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def write_config(stack: Stack) -> None:
         sections += [
             f"[program:{name}]",
             f"command={lab} stack exec {name} --replica %(process_num)d",
-            f"process_name=%(program_name)s-%(process_num)d" if replicas > 1 else "process_name=%(program_name)s",
+            "process_name=%(program_name)s-%(process_num)d" if replicas > 1 else "process_name=%(program_name)s",
             f"numprocs={replicas}",
             "numprocs_start=1",
             "autostart=false",
@@ -75,8 +76,9 @@ def write_config(stack: Stack) -> None:
             "stopasgroup=true",
             "killasgroup=true",
             "redirect_stderr=true",
-            f"stdout_logfile={stack.logs / name}%(process_num)s.log" if replicas > 1 else
-            f"stdout_logfile={stack.logs / name}.log",
+            f"stdout_logfile={stack.logs / name}%(process_num)s.log"
+            if replicas > 1
+            else f"stdout_logfile={stack.logs / name}.log",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=1",
             "",
@@ -140,10 +142,8 @@ def shutdown(stack: Stack) -> None:
         return
     rpc = client(stack)
     for name in reversed(programs(stack)):
-        try:
+        with contextlib.suppress(xmlrpc.client.Fault):  # a group already stopped
             rpc.stopProcessGroup(name, True)
-        except xmlrpc.client.Fault:
-            pass
     rpc.shutdown()
     deadline = time.monotonic() + 30
     while socket_path(stack).exists() and running(stack):

@@ -24,7 +24,9 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["ingest"], ["lake", "status"], ["lake", "quarantine"], ["sources"], ["replay"], ["monitor"]]
+    "args",
+    [[], ["ingest"], ["lake", "status"], ["lake", "quarantine"], ["sources"], ["replay"], ["monitor"], ["doctor"]]
+    + [["stack", command] for command in ("up", "down", "status", "logs", "run", "backfill")],
 )
 def test_every_command_has_help(args: list[str]) -> None:
     result = runner.invoke(app, [*args, "--help"])
@@ -89,3 +91,20 @@ def test_promote_with_nothing_trained_says_what_to_run() -> None:
     assert result.exit_code == EXIT_USER_ERROR
     assert "nothing to gate: no challenger of flight_delay: run `lab train` first" in result.output
     assert "Traceback" not in result.output
+
+
+def test_doctor_names_the_service_that_is_down_and_its_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Postgres target where no server listens: that row fails with its fix, the rest still run, exit 1."""
+    from core.processes import free_port
+
+    monkeypatch.setenv("LAB_DBT_TARGET", "postgres")
+    monkeypatch.setenv("LAB_PG_PORT", str(free_port()))
+    monkeypatch.setenv("LAB_AIRFLOW_PORT", str(free_port()))
+    monkeypatch.setenv("LAB_SERVE_PORT", str(free_port()))
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 1, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
+    assert "FAIL" in rows["postgres"] and "fix LAB_PG_" in rows["postgres"]
+    assert " ok " in rows["iceberg catalog"] and " ok " in rows["prediction log"]
+    assert "FAIL" not in rows["airflow"]  # not running is no failure on a laptop (LAB_ENVIRONMENT=local)

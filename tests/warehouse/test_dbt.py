@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pytest
 from fingerprints import fingerprint
+from source_csv import raw_flights
 
 from core.settings import Settings
-from ingestion.declarations import load_declarations
 from warehouse.dbt import build_vars, mart_relations, run_dbt, target_dir
 from warehouse.query import query
 
 pytestmark = pytest.mark.slow
-
-
-def raw_flights() -> pa.Table:
-    """The shipped CSV, read independently of the lake and the models."""
-    path = load_declarations()["flights"].input_files()[0]
-    with zipfile.ZipFile(path) as archive, archive.open("flights.csv") as handle:
-        return pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(null_values=["NA"]))
 
 
 def _ok(settings: Settings) -> dict[str, int]:

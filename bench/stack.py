@@ -1,0 +1,158 @@
+"""The full stack against the embedded default: one month's pipeline, and /predict throughput by API workers.
+
+In one run on this machine:
+
+- embedded: a fresh home, ``airflow dags test flights_monthly 2013-01-01`` (the
+  embedded way to run a month: every task executed in one process, DuckDB);
+- stack: a fresh ``lab stack up`` on its own home and database, then January to
+  March backfilled through the scheduler on the Celery workers (Postgres, the S3
+  stand-in). January's run is the one compared: both start from an empty lake.
+  Each month is timed by Airflow's own run record (start to end);
+- then, on the stack: train and promote, and ``lab serve`` as the stack's ``api``
+  service (prediction log on Postgres) with 1 and then 2 worker processes, each
+  sent the same real flights one ``POST /predict`` at a time from 8 client threads.
+
+Goals (issue 16): the stack's month within 1.5x of the embedded one; 2 API
+workers at least 1.6x the throughput of 1. The stack is stopped and wiped after.
+
+Run: ``.venv/bin/python bench/stack.py [--requests 4000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.processes import free_port  # noqa: E402
+from core.settings import Settings  # noqa: E402
+
+LAB = str(Path(sys.executable).with_name("lab"))
+
+
+def embedded_month(workdir: Path) -> float:
+    """Seconds of January's flights_monthly run, `airflow dags test` on a fresh embedded home."""
+    from orchestration import airflow as af
+
+    settings = Settings(home=workdir / "embedded", sources_dirs=[], airflow_port=free_port())  # type: ignore[arg-type]
+    af.prepare(settings)
+    af.dags_test(settings, "flights_monthly", "2013-01-01")
+    runs = af.task_runs(settings, "flights_monthly")
+    starts = [datetime.fromisoformat(r["start_date"]) for r in runs if r["start_date"]]
+    ends = [datetime.fromisoformat(r["end_date"]) for r in runs if r["end_date"]]
+    return (max(ends) - min(starts)).total_seconds()
+
+
+def stack_months(env: dict[str, str]) -> dict[str, float]:
+    """Seconds of each backfilled month's run on the stack, by Airflow's run records."""
+    from lab.stack import jobs
+    from lab.stack.runtime import Stack
+
+    stack = Stack(Settings(home=Path(env["LAB_HOME"]), pg_database=env["LAB_PG_DATABASE"]))  # type: ignore[call-arg]
+    jobs.start_backfill(stack, "flights_monthly", date(2013, 1, 1), date(2013, 3, 1))
+    jobs.wait_for_backfill(stack, "flights_monthly", 3)
+    rows = jobs.query(
+        stack,
+        "select run_id, extract(epoch from end_date - start_date) from dag_run "
+        "where dag_id = 'flights_monthly' and run_type = 'backfill' order by run_id",
+    )
+    return {str(run)[len("backfill__") : len("backfill__") + 7]: float(str(seconds)) for run, seconds in rows}
+
+
+def throughput(env: dict[str, str], workers: int, flights: list[dict], requests: int) -> float:
+    """Answers per second of `lab serve --workers N` as the stack's api service, 8 client threads."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [LAB, "stack", "run", "api", "--", LAB, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, ready_in_a_row = time.monotonic() + 120, 0
+        while ready_in_a_row < 20:
+            try:
+                ready = httpx.get(f"{url}/ready", timeout=5).json()["status"] == "ready"
+            except httpx.HTTPError:
+                ready = False
+            ready_in_a_row = ready_in_a_row + 1 if ready else 0
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the API with {workers} worker(s) never became ready")
+            time.sleep(0.05 if ready else 0.5)
+        bodies = [{k: v for k, v in f.items() if k != "departure_delay_minutes"} for f in flights]
+        per_thread, failures = requests // 8, []
+
+        def send(offset: int) -> None:
+            with httpx.Client(timeout=30) as client:
+                for i in range(per_thread):
+                    response = client.post(f"{url}/predict", json=bodies[(offset + i) % len(bodies)])
+                    if response.status_code != 200:
+                        failures.append(response.status_code)
+
+        threads = [threading.Thread(target=send, args=(n * per_thread,)) for n in range(8)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+        if failures:
+            raise SystemExit(f"{len(failures)} requests failed: {sorted(set(failures))}")
+        return per_thread * 8 / seconds
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as scratch:
+        workdir = Path(scratch)
+        embedded = embedded_month(workdir)
+        print(f"embedded: January's run {embedded:.1f} s", flush=True)
+
+        base = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+        env = {**base, "LAB_HOME": str(workdir / "stack"), "LAB_PG_DATABASE": f"bench_{uuid.uuid4().hex[:8]}"}
+        try:
+            subprocess.run([LAB, "stack", "up"], env=env, check=True, capture_output=True)
+            months = stack_months(env)
+            print("stack: " + ", ".join(f"{m} {s:.1f} s" for m, s in months.items()), flush=True)
+            windows = ["env", "LAB_VALIDATION_MONTHS=1", "LAB_TEST_MONTHS=1"]
+            for step in ([*windows, LAB, "train"], [LAB, "promote"]):
+                subprocess.run([LAB, "stack", "run", "lab", "--", *step], env=env, check=True, capture_output=True)
+            from lab.stack.runtime import Stack
+            from serving.examples import real_flight_requests
+
+            stack = Stack(Settings(home=Path(env["LAB_HOME"]), pg_database=env["LAB_PG_DATABASE"]))  # type: ignore[call-arg]
+            flights = real_flight_requests(stack.pipeline_settings(), 500, "2013-03-15")
+            rates = {n: throughput(env, n, flights, options.requests) for n in (1, 2)}
+        finally:
+            subprocess.run([LAB, "stack", "down", "--volumes"], env=env, check=False, capture_output=True)
+
+    january = months["2013-01"]
+    print(f"\n{'':<34}{'value':>10}{'ratio':>8}{'goal':>9}")
+    print(f"{'one month, embedded (dags test)':<34}{embedded:>9.1f}s{1.0:>8.2f}")
+    print(f"{'one month, stack (scheduler)':<34}{january:>9.1f}s{january / embedded:>8.2f}{'<= 1.5':>9}")
+    print(f"{'/predict, 1 API worker':<34}{rates[1]:>8.0f}/s{1.0:>8.2f}")
+    print(f"{'/predict, 2 API workers':<34}{rates[2]:>8.0f}/s{rates[2] / rates[1]:>8.2f}{'>= 1.6':>9}")
+
+
+if __name__ == "__main__":
+    main()
