@@ -9,8 +9,8 @@ prediction ids, answered a second apart (x10: the same flights replayed again
 and again). Then, each in a fresh child process:
 
 - ``dbt build --select tag:monitoring --full-refresh``: every month from scratch;
-- ``dbt build --select tag:monitoring --vars {month: <last month>}``: the incremental
-  run a monthly schedule makes.
+- ``LAB_DBT_MONTH=<last month> dbt build --select tag:monitoring``: the incremental
+  run a monthly schedule makes (as ``lab monitor --month`` runs it).
 
 It prints wall seconds (and dbt's own time running the nodes), the peak resident memory of
 dbt's process, and the x10/x1
@@ -70,13 +70,13 @@ def prepare(source_home: Path, workdir: Path, scale: int) -> tuple[Path, int, st
     return home, int(rows), str(last)
 
 
-def child(home: Path, args: list[str]) -> None:
+def child(home: Path, args: list[str], month: str | None) -> None:
     """One dbt build, in this process's own child: prints its seconds and dbt's peak memory."""
     from warehouse.dbt import run_dbt, target_dir
 
     settings = _settings(home)
     started = time.perf_counter()
-    run_dbt(settings, args)
+    run_dbt(settings, args, month=month)
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     # dbt's own account: the nodes' run, without its start (imports, project parse, adapter).
@@ -84,9 +84,9 @@ def child(home: Path, args: list[str]) -> None:
     print(json.dumps({"seconds": seconds, "peak_mib": peak_mib, "nodes": nodes}))
 
 
-def measure(home: Path, args: list[str]) -> dict[str, float]:
+def measure(home: Path, args: list[str], month: str | None = None) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(home), json.dumps(args)],
+        [sys.executable, __file__, "--child", str(home), json.dumps({"args": args, "month": month})],
         check=True,
         capture_output=True,
         text=True,
@@ -95,8 +95,6 @@ def measure(home: Path, args: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    from warehouse.dbt import build_vars
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--home", type=Path, default=ROOT / ".lab" / "demo-monitoring")
     parser.add_argument("--scales", default="1,10")
@@ -104,7 +102,8 @@ def main() -> None:
     parser.add_argument("dbt_args", nargs="?")
     options = parser.parse_args()
     if options.child:
-        child(options.child, json.loads(options.dbt_args))
+        run = json.loads(options.dbt_args)
+        child(options.child, run["args"], run["month"])
         return
     if not (options.home / "warehouse.duckdb").exists():
         raise SystemExit(f"no warehouse at {options.home}: run `make demo-monitoring` first")
@@ -115,7 +114,7 @@ def main() -> None:
             print(f"x{scale}: {rows:,} logged predictions; one month = {last}", flush=True)
             results[scale] = {
                 "half-year": measure(home, ["build", "--select", "tag:monitoring", "--full-refresh"]),
-                "one month": measure(home, ["build", "--select", "tag:monitoring", *build_vars(last)]),
+                "one month": measure(home, ["build", "--select", "tag:monitoring"], month=last),
             }
             for run, figures in results[scale].items():
                 print(

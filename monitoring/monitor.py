@@ -90,10 +90,10 @@ def publish_with_references(settings: Settings) -> list[str]:
 
 def build(settings: Settings, month: str | None = None) -> list[str]:
     """Publish, write the references, build the monitoring models (``tag:monitoring``); the versions monitored."""
-    from warehouse.dbt import build_vars, run_dbt
+    from warehouse.dbt import run_dbt
 
     versions = publish_with_references(settings)
-    run_dbt(settings, ["build", "--select", "tag:monitoring", *build_vars(month)])
+    run_dbt(settings, ["build", "--select", "tag:monitoring"], month=month)
     return versions
 
 

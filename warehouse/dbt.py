@@ -65,8 +65,8 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def run_dbt(settings: Settings, args: Sequence[str], *, check: bool = True) -> DbtResult:
-    """Invoke ``dbt <args>`` on ``settings.dbt_target``.
+def run_dbt(settings: Settings, args: Sequence[str], *, month: str | None = None, check: bool = True) -> DbtResult:
+    """Invoke ``dbt <args>`` on ``settings.dbt_target``; ``month`` ('YYYY-MM') makes it a monthly incremental run.
 
     Raises:
         DbtError: when ``check`` and any node errored or failed.
@@ -85,7 +85,9 @@ def run_dbt(settings: Settings, args: Sequence[str], *, check: bool = True) -> D
     dbt = Path(sys.executable).with_name("dbt")
     proc = subprocess.run(
         [str(dbt), *full],
-        env={**os.environ, **dbt_env(settings)},
+        # The month travels as LAB_DBT_MONTH, not --vars: see dbt_project/macros/month_filter.sql.
+        # Always set, so a value left in the caller's environment never narrows a full run.
+        env={**os.environ, **dbt_env(settings), "LAB_DBT_MONTH": month or ""},
         capture_output=True,
         text=True,
         check=False,
@@ -110,11 +112,6 @@ def _first_error(output: str) -> str:
         if "Error in" in line or line.startswith(("Compilation Error", "Parsing Error", "Runtime Error")):
             return " ".join(lines[i : i + 2])
     return lines[-1] if lines else "no output"
-
-
-def build_vars(month: str | None) -> list[str]:
-    """``--vars`` for a monthly incremental run, or nothing for a full one."""
-    return ["--vars", json.dumps({"month": month})] if month else []
 
 
 def target_dir(settings: Settings) -> Path:

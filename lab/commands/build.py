@@ -28,7 +28,7 @@ def build_command(
     node passed: a failing build stops at `dbt build` and what the API loads stays as it was.
     """
     from core.months import month_index
-    from warehouse.dbt import build_vars, mart_relations, run_dbt
+    from warehouse.dbt import mart_relations, run_dbt
     from warehouse.online import NotPublished, current_version, publish_features
     from warehouse.publish import publish
     from warehouse.query import row_counts
@@ -40,12 +40,12 @@ def build_command(
         published = publish(settings)
     for raw in published:
         output.show(f"raw.{raw.name:<10} snapshot {raw.snapshot_id}  {raw.rows:>9,} rows")
-    args = ["build", *build_vars(month)]
+    args = ["build"]
     if full_refresh:
         args.append("--full-refresh")
     if select:
         args += ["--select", select]
-    result = run_dbt(settings, args)
+    result = run_dbt(settings, args, month=month)
     output.show(
         f"dbt build on {settings.dbt_target}: {result.count('model', 'success')} models, "
         f"{result.count('test', 'pass')} data tests, {result.count('unit_test', 'pass')} unit tests passed"

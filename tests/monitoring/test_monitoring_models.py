@@ -35,7 +35,7 @@ from ml.data import feature_columns, prepare
 from monitoring import monitor
 from serving.prediction_table import log_row, metadata, predictions
 from warehouse import reference
-from warehouse.dbt import build_vars, model_relations, run_dbt
+from warehouse.dbt import model_relations, run_dbt
 from warehouse.publish import publish
 from warehouse.query import query
 
@@ -172,7 +172,7 @@ def _build(settings: Settings, case: Case, month: str | None = None) -> None:
     publish(settings)
     case.write_reference(settings)
     # What the monitoring models read, and their tests; a test that also reads a model not built here is left out.
-    run_dbt(settings, ["build", "--select", "+tag:monitoring", "--indirect-selection", "cautious", *build_vars(month)])
+    run_dbt(settings, ["build", "--select", "+tag:monitoring", "--indirect-selection", "cautious"], month=month)
 
 
 def _marts(settings: Settings) -> dict[str, pd.DataFrame]:

@@ -13,7 +13,7 @@ from fingerprints import fingerprint
 from source_csv import raw_flights
 
 from core.settings import Settings
-from warehouse.dbt import build_vars, mart_relations, run_dbt, target_dir
+from warehouse.dbt import mart_relations, run_dbt, target_dir
 from warehouse.query import query
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def test_a_monthly_run_on_postgres_keeps_the_contracted_types(postgres_built: Se
     """
     mart = mart_relations(postgres_built)["training_flights"]
     before = fingerprint(query(postgres_built, f"select * from {mart}"))
-    run_dbt(postgres_built, ["run", "--select", "training_flights", *build_vars("2013-03")])
+    run_dbt(postgres_built, ["run", "--select", "training_flights"], month="2013-03")
     assert fingerprint(query(postgres_built, f"select * from {mart}")) == before
 
 
@@ -139,14 +139,20 @@ def test_monthly_incremental_run_equals_full_build(duckdb_built: Settings, tmp_p
     marts = mart_relations(settings)
     before = {m: fingerprint(query(settings, f"select * from {marts[m]}")) for m in marts}
 
-    # Lose March from the incremental marts, then replay March alone.
+    # Lose February and March from the incremental marts, then replay March alone: March comes
+    # back, February stays lost (the run touched its month only), then February by the `month` var.
     import duckdb
 
+    def rows(month: str) -> int:
+        sql = f"select count(*) as n from {marts['training_flights']} where flight_month = '{month}'"
+        return int(query(settings, sql).to_pylist()[0]["n"])
+
+    february, march = rows("2013-02"), rows("2013-03")
     with duckdb.connect(str(copy)) as conn:
-        conn.execute(f"delete from {marts['training_flights']} where flight_month = '2013-03'")
-    gone = query(settings, f"select count(*) as n from {marts['training_flights']}").to_pylist()[0]["n"]
-    assert gone < before["training_flights"][0]
-    run_dbt(settings, ["run", "--select", "training_flights", "--vars", '{"month": "2013-03"}'])
+        conn.execute(f"delete from {marts['training_flights']} where flight_month in ('2013-02', '2013-03')")
+    run_dbt(settings, ["run", "--select", "training_flights"], month="2013-03")
+    assert (rows("2013-02"), rows("2013-03")) == (0, march) and february > 0
+    run_dbt(settings, ["run", "--select", "training_flights", "--vars", '{"month": "2013-02"}'])
     after = {m: fingerprint(query(settings, f"select * from {marts[m]}")) for m in marts}
     assert after == before
 
