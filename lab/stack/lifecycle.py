@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +155,7 @@ class Step:
     how: str
 
 
-def up(stack: Stack, progress: object = None) -> list[Step]:
+def up(stack: Stack, progress: Callable[[Step], None] | None = None) -> list[Step]:
     """Start every service in order, each once its dependencies are healthy; returns what each took."""
     state = stack.decide_state()
     stack.secrets()
@@ -186,7 +187,7 @@ def up(stack: Stack, progress: object = None) -> list[Step]:
             if service.name == "postgres":
                 provision_postgres(stack)
         steps.append(Step(service.name, time.monotonic() - started, how))
-        if callable(progress):
+        if progress is not None:
             progress(steps[-1])
     return steps
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from core.errors import LabError
 from lab.stack.runtime import Stack, base_environment
-from lab.stack.services import start_order
+from lab.stack.services import by_name, start_order
 
 
 def config_path(stack: Stack) -> Path:
@@ -58,8 +58,6 @@ def write_config(stack: Stack) -> None:
         f"serverurl=unix://{socket_path(stack)}",
         "",
     ]
-    from lab.stack.services import by_name
-
     for name in programs(stack):
         replicas = by_name(name).replicas
         sections += [
