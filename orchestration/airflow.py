@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.errors import LabError
+from core.files import write_private
 from core.names import WAREHOUSE_POOL
 from core.processes import stop, wait_until_answering
 from core.settings import Settings
@@ -90,10 +91,10 @@ def prepare(settings: Settings) -> None:
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     if settings.airflow_admin_password is not None:
         password = settings.airflow_admin_password.get_secret_value()
-        _write_private(passwords_file(settings), json.dumps({ADMIN_USER: password}))
+        write_private(passwords_file(settings), json.dumps({ADMIN_USER: password}))
     elif not passwords_file(settings).exists():
         # Airflow fills an empty file with the password it generates, keeping its mode.
-        _write_private(passwords_file(settings), "")
+        write_private(passwords_file(settings), "")
     ensure_manifest(settings)  # the DAG files render the dbt graph from it
     write_local_settings(settings)
     airflow(settings, "db", "migrate")
@@ -104,14 +105,6 @@ def prepare(settings: Settings) -> None:
     errors = _json(airflow(settings, "dags", "list-import-errors", "--output", "json"))
     if errors:
         raise LabError(f"DAG import errors: {errors}")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file only its owner can read (mode 0600), whatever the umask."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # an existing file keeps its old mode through os.open
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
 
 
 def write_local_settings(settings: Settings) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import LabError
+from core.files import write_private
 from core.processes import free_port
 from core.settings import PROJECT_ROOT
 from lab.stack import supervisor
@@ -44,9 +45,7 @@ def _init_postgres_data(stack: Stack) -> None:
 
     stack.pgdata.mkdir(parents=True, exist_ok=True)
     password_file = stack.root / ".pgpass-init"
-    descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(stack.secrets()["POSTGRES_PASSWORD"])
+    write_private(password_file, stack.secrets()["POSTGRES_PASSWORD"])
     try:
         subprocess.run(
             [
