@@ -84,7 +84,7 @@ test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs), a
 
 # The full stack started for real (`lab stack up`), driven end to end, then stopped.
 .PHONY: test-stack
-test-stack: $(STAMP) ## Run the full stack's end-to-end test (Postgres, S3, MLflow server, Airflow on Celery, the API)
+test-stack: $(STAMP) system-deps ## Run the full stack's end-to-end test (Postgres, S3, MLflow server, Airflow on Celery, the API)
 	$(RUN)/pytest -m stack
 
 # The inner loop: no test marked slow (dbt builds, Airflow runs, a trained model)

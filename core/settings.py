@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""  # default: sqlite under home; full stack: http://mlflow:5000
     mlflow_artifact_uri: str = ""  # default: a folder under home (ignored by a tracking server)
     mlflow_experiment: str = "flight-delay"
+    # Who this process is to a tracking server with authentication (the full stack's:
+    # pipeline for the jobs, serve for the API); empty for a store without it. The gate
+    # signs in as core.names.MLFLOW_PROMOTER with its own password, when one is given:
+    # on the stack that identity alone may move the champion (ml/tracking_server.py).
+    mlflow_username: str = ""
+    mlflow_password: SecretStr | None = None
+    mlflow_promote_password: SecretStr | None = None
     model_name: str = MODEL_NAME
     # The gate promotes a challenger only when the lower end of the paired bootstrap
     # 95% interval of its ROC AUC minus the champion's (same rows, same resamples)

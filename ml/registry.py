@@ -74,7 +74,7 @@ def promote(settings: Settings, version: str | None = None, frame: pd.DataFrame 
     """
     import mlflow
 
-    configure_mlflow(settings)
+    configure_mlflow(settings, as_promoter=True)
     client = mlflow.MlflowClient()
     name = settings.model_name
     try:

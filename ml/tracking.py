@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 
+from core.names import MLFLOW_PROMOTER
 from core.settings import Settings
 
 
-def configure_mlflow(settings: Settings, experiment_name: str | None = None) -> str:
+def configure_mlflow(settings: Settings, experiment_name: str | None = None, *, as_promoter: bool = False) -> str:
     """Point MLflow at the configured store; return the id of the experiment (default: the training one).
+
+    ``as_promoter`` signs in as the promotion gate (``MLFLOW_PROMOTER``) where a
+    password is configured for it, else as the process's own identity.
 
     Also turns MLflow's pickle deserialisation off for this process: models
     are loaded by ``ml.artifacts.load_model`` only, and any other path that
@@ -23,6 +27,7 @@ def configure_mlflow(settings: Settings, experiment_name: str | None = None) -> 
 
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)
+    _sign_in(settings, as_promoter)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     name = experiment_name or settings.mlflow_experiment
@@ -36,3 +41,16 @@ def configure_mlflow(settings: Settings, experiment_name: str | None = None) -> 
             artifact_location=None if is_server else settings.mlflow_artifact_uri,
         )
     )
+
+
+def _sign_in(settings: Settings, as_promoter: bool) -> None:
+    """MLflow's client reads its credentials from the environment at every request: set them there."""
+    username, password = settings.mlflow_username, settings.mlflow_password
+    if as_promoter and settings.mlflow_promote_password is not None:
+        username, password = MLFLOW_PROMOTER, settings.mlflow_promote_password
+    if username and password is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password.get_secret_value()
+    else:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)

@@ -102,6 +102,30 @@ def _mlflow(settings: Settings) -> Finding:
     return Finding("mlflow", where, True, f"{len(versions)} versions of {settings.model_name}", fix)
 
 
+def _mlflow_auth(settings: Settings) -> Finding:
+    """A tracking server must refuse strangers and know this job by name (a local store has no sign-in)."""
+    import httpx
+
+    uri = settings.mlflow_tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return Finding("mlflow auth", redact(uri), None, "not used: a local store")
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/users/current"
+    fix = "run the server with `--app-name lab-auth` (compose and `lab stack` do)"
+    try:
+        anonymous = httpx.get(url, timeout=5)
+        password = settings.mlflow_password.get_secret_value() if settings.mlflow_password else ""
+        signed_in = httpx.get(url, auth=(settings.mlflow_username, password), timeout=5)
+    except httpx.HTTPError as exc:
+        return Finding("mlflow auth", url, False, type(exc).__name__, "start the MLflow server or fix its URI")
+    if anonymous.status_code != 401:
+        return Finding("mlflow auth", url, _optional(settings), f"no sign-in asked (HTTP {anonymous.status_code})", fix)
+    if signed_in.status_code != 200:
+        who = settings.mlflow_username or "nobody"
+        found = f"{who} refused (HTTP {signed_in.status_code})"
+        return Finding("mlflow auth", url, False, found, "fix LAB_MLFLOW_USERNAME and LAB_MLFLOW_PASSWORD")
+    return Finding("mlflow auth", url, True, f"strangers refused; signed in as {settings.mlflow_username}")
+
+
 def _prediction_log(settings: Settings) -> Finding:
     import sqlalchemy
 
@@ -147,6 +171,7 @@ CHECKS: tuple[Callable[[Settings], Finding], ...] = (
     _object_store,
     _catalog,
     _mlflow,
+    _mlflow_auth,
     _prediction_log,
     _airflow,
     _api,

@@ -126,7 +126,11 @@ def _airflow_init(stack: Stack) -> None:
     run_service(stack, "airflow-init", [sys.executable, "-c", code], quiet=True)
 
 
-ONE_SHOTS = {"minio-init": create_buckets, "airflow-init": _airflow_init}
+def _mlflow_init(stack: Stack) -> None:
+    run_service(stack, "mlflow-init", [sys.executable, "-m", "lab.stack.mlflow_access"], quiet=True)
+
+
+ONE_SHOTS = {"minio-init": create_buckets, "mlflow-init": _mlflow_init, "airflow-init": _airflow_init}
 
 
 def wait_healthy(stack: Stack, service: Service, timeout: float = START_TIMEOUT) -> None:

@@ -31,11 +31,15 @@ SECRET_NAMES = (
     *(f"PG_{role.upper()}_PASSWORD" for role in ROLES),
     *(f"S3_{role.upper()}_SECRET_KEY" for role in ROLES if role != "airflow"),
     "POSTGRES_PASSWORD",  # the embedded server's superuser (a server of the machine keeps its own)
+    # The tracking server's identities (lab/stack/mlflow_access.py) and its session key.
+    *(f"MLFLOW_{identity.upper()}_PASSWORD" for identity in ("admin", "pipeline", "promote", "serve")),
+    "MLFLOW_FLASK_SECRET_KEY",
     "AIRFLOW_ADMIN_PASSWORD",
     "AIRFLOW_JWT_SECRET",
     "LAB_ADMIN_TOKEN",
 )
 BUCKETS = ("lab", "mlflow")
+MLFLOW_AUTH_INI = PROJECT_ROOT / "docker" / "mlflow-auth.ini"
 # Compose's published ports, used here when free.
 _PREFERRED_PORTS = {"s3": 9000, "mlflow": 5000, "airflow": 8081, "api": 8000, "scheduler_health": 8974}
 
@@ -184,6 +188,10 @@ class Stack:
             "LAB_CATALOG_URI": self.pg_url("ingest", driver="postgresql+psycopg2"),
             "LAB_PG_USER": "pipeline",
             "LAB_PG_PASSWORD": values["PG_PIPELINE_PASSWORD"],
+            "LAB_MLFLOW_USERNAME": "pipeline",
+            "LAB_MLFLOW_PASSWORD": values["MLFLOW_PIPELINE_PASSWORD"],
+            # `lab promote` and the promote task sign in as the gate (the only one that moves champion).
+            "LAB_MLFLOW_PROMOTE_PASSWORD": values["MLFLOW_PROMOTE_PASSWORD"],
             "LAB_PREDICTION_LOG_URL": self.pg_url("pipeline", driver="postgresql+psycopg"),
             "LAB_ADMIN_TOKEN": values["LAB_ADMIN_TOKEN"],
             "LAB_SERVE_RELOAD_URL": f"http://127.0.0.1:{self.state().api_port}/admin/reload",
@@ -206,6 +214,8 @@ class Stack:
             "LAB_S3_SECRET_ACCESS_KEY": values["S3_SERVE_SECRET_KEY"],
             "LAB_PG_USER": "serve",
             "LAB_PG_PASSWORD": values["PG_SERVE_PASSWORD"],
+            "LAB_MLFLOW_USERNAME": "serve",
+            "LAB_MLFLOW_PASSWORD": values["MLFLOW_SERVE_PASSWORD"],
             "LAB_PREDICTION_LOG_URL": self.pg_url("serve", driver="postgresql+psycopg"),
             "LAB_ADMIN_TOKEN": values["LAB_ADMIN_TOKEN"],
             "LAB_SERVE_WORKERS": "2",
@@ -245,12 +255,28 @@ class Stack:
             return self.serve_env()
         if service == "mlflow":
             state = self.state()
+            values = self.secrets()
             return {
                 "MLFLOW_BACKEND_STORE_URI": self.pg_url("mlflow", self.databases()["mlflow"], "postgresql+psycopg2"),
                 "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{state.s3_port}",
                 "AWS_ACCESS_KEY_ID": "mlflow",
-                "AWS_SECRET_ACCESS_KEY": self.secrets()["S3_MLFLOW_SECRET_KEY"],
+                "AWS_SECRET_ACCESS_KEY": values["S3_MLFLOW_SECRET_KEY"],
                 "AWS_DEFAULT_REGION": "us-east-1",
+                # The basic-auth app: its settings file, its admin, its users' store (libpq's variables).
+                "MLFLOW_AUTH_CONFIG_PATH": str(MLFLOW_AUTH_INI),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": values["MLFLOW_ADMIN_PASSWORD"],
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": values["MLFLOW_FLASK_SECRET_KEY"],
+                "PGHOST": state.pg_host,
+                "PGPORT": str(state.pg_port),
+                "PGUSER": "mlflow",
+                "PGPASSWORD": values["PG_MLFLOW_PASSWORD"],
+                "PGDATABASE": self.databases()["mlflow"],
+            }
+        if service == "mlflow-init":
+            values = self.secrets()
+            return {
+                "LAB_MLFLOW_TRACKING_URI": self.lab_env()["LAB_MLFLOW_TRACKING_URI"],
+                **{name: values[name] for name in SECRET_NAMES if name.startswith("MLFLOW_") and "PASSWORD" in name},
             }
         return {}
 
@@ -275,6 +301,7 @@ class Stack:
             return [
                 str(bin_dir / "mlflow"),
                 "server",
+                *("--app-name", "lab-auth"),  # MLflow's basic-auth app and the alias rule: ml/tracking_server.py
                 *("--host", "127.0.0.1", "--port", str(state.mlflow_port), "--workers", "2"),
                 *("--serve-artifacts", "--artifacts-destination", "s3://mlflow/", "--allowed-hosts", hosts),
             ]

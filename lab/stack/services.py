@@ -33,6 +33,7 @@ SERVICES: tuple[Service, ...] = (
     Service("minio", note="moto's S3 server stands in: no MinIO server installs here; it enforces no policy"),
     Service("minio-init", after=("minio",), one_shot=True),
     Service("mlflow", after=("postgres", "minio-init")),
+    Service("mlflow-init", after=("mlflow",), one_shot=True),
     Service("airflow-init", after=("postgres",), one_shot=True),
     Service("airflow-api-server", after=_AIRFLOW_AFTER),
     Service("airflow-scheduler", after=_AIRFLOW_AFTER),
@@ -40,11 +41,11 @@ SERVICES: tuple[Service, ...] = (
     Service("airflow-triggerer", after=_AIRFLOW_AFTER),
     Service(
         "airflow-worker",
-        after=(*_AIRFLOW_AFTER, "airflow-api-server", "minio-init", "mlflow"),
+        after=(*_AIRFLOW_AFTER, "airflow-api-server", "minio-init", "mlflow-init"),
         replicas=2,
     ),
-    Service("api", after=("postgres", "minio-init", "mlflow")),
-    Service("lab", after=("postgres", "minio-init", "mlflow", "airflow-init"), tool=True),
+    Service("api", after=("postgres", "minio-init", "mlflow-init")),
+    Service("lab", after=("postgres", "minio-init", "mlflow-init", "airflow-init"), tool=True),
 )
 
 

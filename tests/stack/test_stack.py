@@ -11,6 +11,7 @@ Run with `make test-stack` (marker ``stack``).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -166,6 +167,14 @@ def test_training_logs_to_the_mlflow_server_and_its_artifacts_to_the_bucket(stac
     assert any(k.endswith("MLmodel") for k in artifacts), artifacts[:10]
     assert not (stack.lab_home / "mlartifacts").exists()  # nothing on local disk
 
+    # The server asks for a sign-in, and the pipeline's own identity cannot choose what is served.
+    mlflow_api = f"http://127.0.0.1:{stack.state().mlflow_port}/api/2.0/mlflow/registered-models/alias"
+    body = {"name": "flight_delay", "alias": "champion", "version": "1"}
+    assert httpx.post(mlflow_api, json=body, timeout=30).status_code == 401
+    pipeline = ("pipeline", stack.secrets()["MLFLOW_PIPELINE_PASSWORD"])
+    refused = httpx.post(mlflow_api, json=body, auth=pipeline, timeout=30)
+    assert refused.status_code == 403 and "promotion step" in refused.text
+
 
 def test_the_api_logs_every_answer_to_postgres(stack: Stack) -> None:
     from serving.examples import real_flight_requests
@@ -204,7 +213,41 @@ def test_the_api_logs_every_answer_to_postgres(stack: Stack) -> None:
 
 def test_doctor_finds_every_service_of_the_stack_healthy(env: dict[str, str]) -> None:
     report = _lab(env, "stack", "run", "lab", "--", "lab", "doctor")  # exit 0: no row failed
-    assert report.count(" ok ") == 7, report
+    assert report.count(" ok ") == 8, report
+
+
+def test_airflow_s_graph_and_mlflow_s_model_page_render_in_chromium(stack: Stack, tmp_path: Path) -> None:
+    """The running stack's UIs as a user opens them: the DAG's graph with its Cosmos group, the model's aliases."""
+    from browser import render_page
+
+    state = stack.state()
+    airflow = f"http://127.0.0.1:{state.airflow_port}"
+    login = {"username": "admin", "password": stack.secrets()["AIRFLOW_ADMIN_PASSWORD"]}
+    token = httpx.post(f"{airflow}/auth/token", json=login, timeout=30).json()["access_token"]
+    shots = {"airflow": tmp_path / "airflow-graph.png", "mlflow": tmp_path / "mlflow-model.png"}
+    # The UI's own stored preferences: the graph view, with the Cosmos group opened.
+    views = {"default_dag_view": json.dumps("graph"), "flights_monthly/open-groups": json.dumps(["dbt"])}
+    graph = render_page(
+        f"{airflow}/dags/flights_monthly",
+        shots["airflow"],
+        expect="training_flights",  # a model's task, inside the opened group
+        cookie={"name": "_token", "value": token},  # what Airflow's login page sets
+        local_storage=views,
+    )
+    assert all(task in graph for task in ("ingest", "publish", "dbt_producer_watcher", "marts_refreshed"))
+    # MLflow asks for a sign-in: the API's identity (serve) reads, as any signed-in one does.
+    sign_in = base64.b64encode(f"serve:{stack.secrets()['MLFLOW_SERVE_PASSWORD']}".encode()).decode()
+    model = render_page(
+        f"http://127.0.0.1:{state.mlflow_port}/#/models/flight_delay",
+        shots["mlflow"],
+        expect="@ champion",
+        headers={"Authorization": f"Basic {sign_in}"},
+    )
+    assert "flight_delay" in model and "Version 1" in model and "@ challenger" in model
+    for png in shots.values():
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, png
+    print(f"screenshots: {shots['airflow']} {shots['mlflow']}")
 
 
 @pytest.mark.parametrize(
