@@ -224,6 +224,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def mlflow_monitoring_experiment(self) -> str:
+        """Where `lab monitor` logs its runs, beside the training experiment."""
+        return f"{self.mlflow_experiment}-monitoring"
+
+    @property
     def uses_s3(self) -> bool:
         return is_s3(self.warehouse_uri) or is_s3(self.landing_uri)
 

@@ -8,8 +8,8 @@ from core.names import MLFLOW_PROMOTER
 from core.settings import Settings
 
 
-def configure_mlflow(settings: Settings, experiment_name: str | None = None, *, as_promoter: bool = False) -> str:
-    """Point MLflow at the configured store; return the id of the experiment (default: the training one).
+def configure_mlflow(settings: Settings, *, as_promoter: bool = False) -> None:
+    """Point MLflow at the configured store, signed in as this process's identity.
 
     ``as_promoter`` signs in as the promotion gate (``MLFLOW_PROMOTER``) where a
     password is configured for it, else as the process's own identity.
@@ -30,17 +30,24 @@ def configure_mlflow(settings: Settings, experiment_name: str | None = None, *, 
     _sign_in(settings, as_promoter)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    name = experiment_name or settings.mlflow_experiment
+
+
+def use_experiment(settings: Settings, name: str | None = None) -> str:
+    """``configure_mlflow``, then the id of the experiment runs are logged to (default: the training one).
+
+    Created here when missing, by whoever logs first. Only writers call this: an
+    experiment belongs to its creator on a server with sign-in, so a reader (the API)
+    must never be the one to create it (the stack's mlflow-init creates both first).
+    """
+    import mlflow
+
+    configure_mlflow(settings)
+    name = name or settings.mlflow_experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     is_server = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
-    return str(
-        mlflow.create_experiment(
-            name,
-            artifact_location=None if is_server else settings.mlflow_artifact_uri,
-        )
-    )
+    return str(mlflow.create_experiment(name, artifact_location=None if is_server else settings.mlflow_artifact_uri))
 
 
 def _sign_in(settings: Settings, as_promoter: bool) -> None:

@@ -45,7 +45,7 @@ from ml.artifacts import TRUSTED_TYPES
 from ml.data import DATE, LABEL, PARTS, Part, TrainingSet, Windows, horizon_minutes, read_mart, split
 from ml.evaluation import Estimate, bootstrap_metrics, point_metrics
 from ml.profile import reference_profile
-from ml.tracking import configure_mlflow
+from ml.tracking import use_experiment
 from ml.tuning import load_tuned
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ def train(
     x_train, y_train = data.xy(parts["train"])
     x_val, y_val = data.xy(parts["validation"])
     x_test, y_test = data.xy(parts["test"])
-    experiment_id = configure_mlflow(settings)
+    experiment_id = use_experiment(settings)
     if kind == "gbm":
         pipeline = factories.gradient_boosting(data.categorical, data.numeric, **tuned.params)
     else:

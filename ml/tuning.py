@@ -167,11 +167,11 @@ def tune(settings: Settings, frame: pd.DataFrame | None = None, budget: int = CO
     """Run the search on the training mart, log it to MLflow and write ``settings.tuned_config_path``."""
     import mlflow
 
-    from ml.tracking import configure_mlflow
+    from ml.tracking import use_experiment
 
     frame = read_mart(settings) if frame is None else frame
     data = split(frame, settings.validation_months, settings.test_months)
-    experiment_id = configure_mlflow(settings)
+    experiment_id = use_experiment(settings)
     searched = frame[frame[DATE] <= data.windows.validation_end]
     mart = {"rows": len(searched), "checksum": checksum(searched), "prediction_horizon_minutes": horizon_minutes(frame)}
 

@@ -112,7 +112,7 @@ def report(settings: Settings, monitored: Monitored, decision: RetrainDecision, 
     """Write the HTML report and log it, with the monthly figures, as an MLflow monitoring run."""
     import mlflow
 
-    from ml.tracking import configure_mlflow
+    from ml.tracking import use_experiment
     from monitoring.report import render_report
 
     assert settings.monitor_reports_dir is not None
@@ -127,7 +127,7 @@ def report(settings: Settings, monitored: Monitored, decision: RetrainDecision, 
         title=f"Monitoring: {settings.model_name}",
         notes=[f"retrain: {'yes' if decision.retrain else 'no'} ({decision.trigger}): {decision.reason}", *notes],
     )
-    experiment_id = configure_mlflow(settings, f"{settings.mlflow_experiment}-monitoring")
+    experiment_id = use_experiment(settings, settings.mlflow_monitoring_experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name="monitor"):
         mlflow.set_tags(
             {

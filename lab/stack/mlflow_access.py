@@ -13,7 +13,9 @@ environment (compose's .env names):
   identity does (``default_permission = READ`` in docker/mlflow-auth.ini).
 
 The registered model is created here, by the admin, so no job owns it (an
-owner gets MANAGE: it could delete the model, champion and all).
+owner gets MANAGE: it could delete the model, champion and all); so are the
+training and monitoring experiments, where ``pipeline`` gets EDIT (else the
+first process to ask for one, the API at its start, would own it).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def password_variable(identity: str) -> str:
     return f"MLFLOW_{identity.upper()}_PASSWORD"
 
 
-def provision(tracking_uri: str, model_name: str, admin_password: str, passwords: Mapping[str, str]) -> None:
-    """Create (or re-password) every identity, the registered model, and the model's grants."""
+def provision(settings: Settings, admin_password: str, passwords: Mapping[str, str]) -> None:
+    """Create (or re-password) every identity; the registered model and the experiments, with their grants."""
     import mlflow
     from mlflow.exceptions import RestException
     from mlflow.server.auth.client import AuthServiceClient
@@ -45,6 +47,7 @@ def provision(tracking_uri: str, model_name: str, admin_password: str, passwords
     # MLflow's clients take credentials from the environment only; this process is the admin's.
     os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN
     os.environ["MLFLOW_TRACKING_PASSWORD"] = admin_password
+    tracking_uri, model_name = settings.mlflow_tracking_uri, settings.model_name
     auth = AuthServiceClient(tracking_uri)
     for identity in IDENTITIES:
         try:
@@ -60,27 +63,32 @@ def provision(tracking_uri: str, model_name: str, admin_password: str, passwords
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     for identity in MODEL_WRITERS:
-        _grant(auth, identity, model_name, "EDIT")
+        _grant(auth, identity, "registered_model", model_name, "EDIT")
+    # The experiments too, or the first reader to ask for one (the API) would own it.
+    for name in (settings.mlflow_experiment, settings.mlflow_monitoring_experiment):
+        experiment = registry.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else registry.create_experiment(name)
+        _grant(auth, PIPELINE, "experiment", str(experiment_id), "EDIT")
 
 
-def _grant(auth: object, identity: str, model_name: str, permission: str) -> None:
-    """Give ``identity`` exactly ``permission`` on the registered model (MLflow refuses a second grant)."""
+def _grant(auth: object, identity: str, resource_type: str, resource_id: str, permission: str) -> None:
+    """Give ``identity`` exactly ``permission`` on a resource (MLflow refuses a second grant)."""
     from mlflow.exceptions import RestException
 
     try:
-        auth.grant_user_permission(identity, "registered_model", model_name, permission)  # type: ignore[attr-defined]
+        auth.grant_user_permission(identity, resource_type, resource_id, permission)  # type: ignore[attr-defined]
     except RestException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        auth.revoke_user_permission(identity, "registered_model", model_name)  # type: ignore[attr-defined]
-        auth.grant_user_permission(identity, "registered_model", model_name, permission)  # type: ignore[attr-defined]
+        auth.revoke_user_permission(identity, resource_type, resource_id)  # type: ignore[attr-defined]
+        auth.grant_user_permission(identity, resource_type, resource_id, permission)  # type: ignore[attr-defined]
 
 
 def main() -> None:
     """compose's mlflow-init: the passwords from the environment, the server and model from the settings."""
     settings = Settings()
     passwords = {identity: os.environ[password_variable(identity)] for identity in IDENTITIES}
-    provision(settings.mlflow_tracking_uri, settings.model_name, os.environ["MLFLOW_ADMIN_PASSWORD"], passwords)
+    provision(settings, os.environ["MLFLOW_ADMIN_PASSWORD"], passwords)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from core.processes import free_port, stop, wait_until_answering
 from core.settings import Settings
 from lab.stack.mlflow_access import PIPELINE, SERVE, provision
 from lab.stack.runtime import MLFLOW_AUTH_INI
-from ml.tracking import configure_mlflow
+from ml.tracking import configure_mlflow, use_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -62,8 +62,9 @@ def server(request: pytest.FixtureRequest, pg_database: str, tmp_path: Path) -> 
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(process, f"{url}/health", 120, "mlflow server")
-        provision(url, MODEL, ADMIN_PASSWORD, PASSWORDS)
-        provision(url, MODEL, ADMIN_PASSWORD, PASSWORDS)  # a second `up` changes nothing
+        stack_settings = Settings(_env_file=None, home=tmp_path, mlflow_tracking_uri=url, model_name=MODEL)  # type: ignore[call-arg]
+        provision(stack_settings, ADMIN_PASSWORD, PASSWORDS)
+        provision(stack_settings, ADMIN_PASSWORD, PASSWORDS)  # a second `up` changes nothing
         yield app_name, url
     finally:
         stop(process, grace=10, group=True)
@@ -89,7 +90,7 @@ def _client(settings: Settings, *, as_promoter: bool = False) -> mlflow.MlflowCl
 
 
 def _register_a_version(settings: Settings) -> str:
-    with mlflow.start_run(experiment_id=configure_mlflow(settings)) as run:
+    with mlflow.start_run(experiment_id=use_experiment(settings)) as run:
         mlflow.log_dict({"kind": "test"}, "model/MLmodel.json")
     version = mlflow.MlflowClient().create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id)
     return str(version.version)
