@@ -1,7 +1,10 @@
-"""Warm imports for the scheduler, inherited by every task process LocalExecutor forks.
+"""Warm imports for the processes tasks are forked from: the scheduler (LocalExecutor) and Celery workers.
 
 LocalExecutor forks its workers from the scheduler, and each task process from
-a worker, so a module the scheduler imported once costs a task nothing. A task
+a worker, so a module the scheduler imported once costs a task nothing. A
+Celery worker (the full stack's executor) forks its pool from its main
+process, and each task from a pool process: the same holds for what the
+worker imported at start. A task
 otherwise pays its imports in full, and on two cores while its neighbours pay
 theirs (``bench/airflow.py --scheduler`` prints each step's time):
 
@@ -30,6 +33,7 @@ DAG_PARSING = ("pendulum", "cosmos", "cosmos.operators.local", "cosmos.operators
 TASKS = (
     "dbt.cli.main",
     "dbt.adapters.duckdb",
+    "dbt.adapters.postgres",
     "duckdb",
     "ingestion.loader",
     "warehouse.publish",
@@ -42,11 +46,11 @@ TASKS = (
 def warm() -> None:
     """Import what the forked processes of this component will need."""
     component = sys.argv[1:2]
-    if component not in (["scheduler"], ["dag-processor"]):
+    if component not in (["scheduler"], ["dag-processor"], ["celery"]):
         return
     for module in DAG_PARSING:
         importlib.import_module(module)
-    if component == ["scheduler"]:
+    if component in (["scheduler"], ["celery"]):  # `airflow celery worker`
         for module in TASKS:
             importlib.import_module(module)
         from orchestration.steps import import_skops_quietly

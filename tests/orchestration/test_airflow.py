@@ -101,9 +101,10 @@ def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monk
     assert on_alert.dags["train_and_promote"].timetable.asset_condition.objects == (RETRAIN_REQUEST,)
 
 
-@pytest.mark.parametrize("component", ["scheduler", "api-server"])
-def test_only_the_scheduler_starts_warm(component: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Airflow's own start-up runs the local settings `lab` writes: the scheduler imports what tasks need, quietly."""
+@pytest.mark.parametrize("component", ["scheduler", "celery", "api-server"])
+def test_only_what_forks_tasks_starts_warm(component: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Airflow's start-up runs the local settings `lab` writes: the scheduler and a Celery worker import
+    what tasks need, quietly; the API server does not."""
     import json
     import subprocess
     import sys
@@ -121,7 +122,7 @@ def test_only_the_scheduler_starts_warm(component: str, tmp_path_factory: pytest
         [sys.executable, "-c", probe], env=af.env(settings), capture_output=True, text=True, check=True
     )
     imported = json.loads(proc.stdout.splitlines()[-1])
-    if component == "scheduler":
+    if component in {"scheduler", "celery"}:
         assert imported == wanted
     else:  # Airflow itself may load Cosmos (a provider); the tasks' libraries stay out
         assert not set(imported) & {*TASKS, "skops.io"}, imported
