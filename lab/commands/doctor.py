@@ -142,14 +142,12 @@ def _prediction_log(settings: Settings) -> Finding:
 
 
 def _airflow(settings: Settings) -> Finding:
-    import httpx
+    from lab.stack.health import airflow_components
 
     url = f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health"
-    try:
-        report = httpx.get(url, timeout=3).json()
-    except (httpx.HTTPError, ValueError):
+    states = airflow_components(settings.airflow_port)
+    if isinstance(states, str):
         return Finding("airflow", url, _optional(settings), "not answering", "`lab airflow` or `lab stack up`")
-    states = {name: (part or {}).get("status") for name, part in report.items()}
     bad = {name: state for name, state in states.items() if state != "healthy"}
     found = ", ".join(f"{name} {state}" for name, state in states.items())
     return Finding("airflow", url, not bad, found, "see `lab stack status`" if bad else "")

@@ -17,17 +17,28 @@ def _stack(ctx: typer.Context):  # type: ignore[no-untyped-def]
     return Stack(settings_for(ctx))
 
 
-def up_command(ctx: typer.Context) -> None:
+def up_command(
+    ctx: typer.Context,
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Only these services and what they need (default: all).")
+    ] = None,
+) -> None:
     """Start every service in compose's order, each once what it depends on is healthy."""
     from lab.stack import lifecycle
+    from lab.stack.services import by_name
 
     stack = _stack(ctx)
+    for name in services or []:
+        try:
+            by_name(name)
+        except KeyError:
+            raise typer.BadParameter(f"no service {name!r} in the stack", param_hint="SERVICES") from None
 
     def show(step: lifecycle.Step) -> None:
         output.note(f"  {step.service:<22} {step.how:<13} {step.seconds:5.1f} s")
 
     output.note(f"starting the stack under {stack.root}")
-    lifecycle.up(stack, progress=show)
+    lifecycle.up(stack, progress=show, services=services)
     _status_table(stack)
 
 

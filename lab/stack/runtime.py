@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from urllib.parse import quote
 
 from core.errors import LabError
 from core.files import write_private
-from core.processes import free_port
+from core.processes import free_port, port_answers
 from core.settings import PROJECT_ROOT, Settings
 
 # The job roles of docker/postgres-init.sql and docker/minio-init.sh, and what else .env.example holds.
@@ -44,16 +43,8 @@ MLFLOW_AUTH_INI = PROJECT_ROOT / "docker" / "mlflow-auth.ini"
 _PREFERRED_PORTS = {"s3": 9000, "mlflow": 5000, "airflow": 8081, "api": 8000, "scheduler_health": 8974}
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _port(preferred: int) -> int:
-    return free_port() if _answers("127.0.0.1", preferred) else preferred
+    return free_port() if port_answers("127.0.0.1", preferred) else preferred
 
 
 @dataclass
@@ -107,8 +98,8 @@ class Stack:
         if self.state_file.exists():
             return self.state()
         settings = self.settings
-        pg_managed = not _answers(settings.pg_host, settings.pg_port)
-        redis_managed = not _answers("127.0.0.1", 6379)
+        pg_managed = not port_answers(settings.pg_host, settings.pg_port)
+        redis_managed = not port_answers("127.0.0.1", 6379)
         if redis_managed and shutil.which("redis-server") is None:
             raise LabError("no Redis answers on 127.0.0.1:6379 and no redis-server is on PATH: install Redis 7")
         state = State(

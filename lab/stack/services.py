@@ -68,3 +68,15 @@ def start_order() -> list[Service]:
         order.append(service)
         started.add(service.name)
     return order
+
+
+def with_dependencies(names: list[str]) -> list[Service]:
+    """The services ``names`` need, themselves included, in start order (compose's `up SERVICE...`)."""
+    wanted: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending.extend(by_name(name).after)
+    return [service for service in start_order() if service.name in wanted]
