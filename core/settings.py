@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     airflow_admin_password: SecretStr | None = None  # default: Airflow generates one and `lab airflow` prints it
     # Full stack: postgresql+psycopg2://… ; default: SQLite under airflow_home (one scheduler, dev only).
     airflow_database_url: str = ""
+    # The Redis `lab stack` brokers Celery on when one answers on this loopback port;
+    # when none does, the stack starts its own redis-server on a free port.
+    stack_redis_port: int = 6379
 
     @model_validator(mode="after")
     def _fill_defaults_under_home(self) -> Settings:

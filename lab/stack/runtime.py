@@ -99,16 +99,19 @@ class Stack:
             return self.state()
         settings = self.settings
         pg_managed = not port_answers(settings.pg_host, settings.pg_port)
-        redis_managed = not port_answers("127.0.0.1", 6379)
+        redis_managed = not port_answers("127.0.0.1", settings.stack_redis_port)
         if redis_managed and shutil.which("redis-server") is None:
-            raise LabError("no Redis answers on 127.0.0.1:6379 and no redis-server is on PATH: install Redis 7")
+            raise LabError(
+                f"no Redis answers on 127.0.0.1:{settings.stack_redis_port} and no redis-server is on PATH: "
+                "install Redis 7"
+            )
         state = State(
             pg_host="127.0.0.1" if pg_managed else settings.pg_host,
             pg_port=free_port() if pg_managed else settings.pg_port,
             pg_managed=pg_managed,
             pg_superuser="postgres" if pg_managed else settings.pg_user,
             database=settings.pg_database,
-            redis_port=free_port() if redis_managed else 6379,
+            redis_port=free_port() if redis_managed else settings.stack_redis_port,
             redis_managed=redis_managed,
             s3_port=_port(_PREFERRED_PORTS["s3"]),
             mlflow_port=_port(_PREFERRED_PORTS["mlflow"]),
