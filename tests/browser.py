@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -94,10 +95,11 @@ def render_page(
             deadline, text = time.monotonic() + 60, ""
             while expect not in text:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url} never showed {expect!r}; it shows: {text[:500]!r}")
+                    raise TimeoutError(f"{url} never showed {expect!r}; it shows: {text[:2000]!r}")
                 time.sleep(0.5)
                 result = tools.call("Runtime.evaluate", session, expression="document.body.innerText")
-                text = str(result.get("result", {}).get("value", ""))
+                # One space for any run of white space: UIs put no-break spaces inside labels ("@\xa0champion").
+                text = re.sub(r"\s+", " ", str(result.get("result", {}).get("value", "")))
             time.sleep(2)  # let the page finish painting (graphs lay out after their text appears)
             shot = tools.call("Page.captureScreenshot", session, format="png")
             screenshot.write_bytes(base64.b64decode(shot["data"]))

@@ -23,6 +23,7 @@ from core.errors import LabError
 from core.files import write_private
 from core.processes import free_port, port_answers
 from core.settings import PROJECT_ROOT, Settings
+from lab.stack.mlflow_access import ADMIN, IDENTITIES, password_variable
 
 # The job roles of docker/postgres-init.sql and docker/minio-init.sh, and what else .env.example holds.
 ROLES = ("ingest", "transform", "monitor", "serve", "mlflow", "airflow", "pipeline")
@@ -31,7 +32,7 @@ SECRET_NAMES = (
     *(f"S3_{role.upper()}_SECRET_KEY" for role in ROLES if role != "airflow"),
     "POSTGRES_PASSWORD",  # the embedded server's superuser (a server of the machine keeps its own)
     # The tracking server's identities (lab/stack/mlflow_access.py) and its session key.
-    *(f"MLFLOW_{identity.upper()}_PASSWORD" for identity in ("admin", "pipeline", "promote", "serve")),
+    *(password_variable(identity) for identity in (ADMIN, *IDENTITIES)),
     "MLFLOW_FLASK_SECRET_KEY",
     "AIRFLOW_ADMIN_PASSWORD",
     "AIRFLOW_JWT_SECRET",
@@ -270,7 +271,7 @@ class Stack:
             values = self.secrets()
             return {
                 "LAB_MLFLOW_TRACKING_URI": self.lab_env()["LAB_MLFLOW_TRACKING_URI"],
-                **{name: values[name] for name in SECRET_NAMES if name.startswith("MLFLOW_") and "PASSWORD" in name},
+                **{password_variable(name): values[password_variable(name)] for name in (ADMIN, *IDENTITIES)},
             }
         return {}
 
