@@ -127,7 +127,11 @@ def _report_after_build(group: Any) -> None:
     tasks = {task.task_id: task for task in group.iter_tasks()}
     producer = tasks.pop(f"{group.group_id}.{PRODUCER_WATCHER_TASK_ID}")
     producer.retries = 0  # Cosmos skips a retried producer rather than build twice
-    producer.tests_per_model = _one_owner_per_test(producer.tests_per_model, group.dbt_graph.filtered_nodes)
+    graph = group.dbt_graph
+    # With no selection, a node outside the filtered graph was excluded (dbt drops its tests too);
+    # with one, it was merely not selected (dbt still runs a test one selected model reads).
+    excluded = set() if graph.render_config.select else set(graph.nodes) - set(graph.filtered_nodes)
+    producer.tests_per_model = _one_owner_per_test(producer.tests_per_model, graph.filtered_nodes, excluded)
     tasks.pop(f"{group.group_id}.{PRODUCER_WATCHER_DONE_TASK_ID}", None)
     for task in tasks.values():
         task.pool = "default_pool"
@@ -137,8 +141,10 @@ def _report_after_build(group: Any) -> None:
             task.trigger_rule = TriggerRule.ALL_DONE
 
 
-def _one_owner_per_test(tests_per_model: dict[str, list[str]], nodes: dict[str, Any]) -> dict[str, list[str]]:
-    """Report a test that reads several models with the one that builds last.
+def _one_owner_per_test(
+    tests_per_model: dict[str, list[str]], nodes: dict[str, Any], excluded: set[str]
+) -> dict[str, list[str]]:
+    """Report a test that reads several models with the one that builds last; drop tests dbt will not run.
 
     Cosmos files a test under every model it reads, and counts a test dbt
     skipped as failed. ``assert_features_precede_departure`` reads
@@ -160,6 +166,13 @@ def _one_owner_per_test(tests_per_model: dict[str, list[str]], nodes: dict[str, 
                 stack.extend(nodes[parent].depends_on if parent in nodes else [])
         return seen
 
+    # A test reading an excluded model (a monitoring model's relationships test on an
+    # intermediate model, in the pipeline's build) is left out by dbt too: no result ever
+    # comes for it, and its model's test task would defer to the triggerer to learn that.
+    tests_per_model = {
+        model: [test for test in tests if not set(getattr(nodes.get(test), "depends_on", ())) & excluded]
+        for model, tests in tests_per_model.items()
+    }
     models_of: dict[str, list[str]] = {}
     for model, tests in tests_per_model.items():
         for test in tests:

@@ -94,6 +94,14 @@ def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monk
     assert {model_task_id(settings, m, "monitoring") for m in monitoring} <= {t.task_id for t in monitor.tasks}
     assert [a.uri for a in monitor.get_task("request_retraining").outlets] == [RETRAIN_REQUEST.uri]
     assert "monitoring" not in {t.task_id.split(".")[0] for t in pipeline.tasks}
+    if mode == "watcher":
+        # The pipeline's build leaves out every test that reads a monitoring model (dbt excludes
+        # it with the model), so no task waits for its result; the monitor's build runs it.
+        waited = {test for tests in producer.tests_per_model.values() for test in tests}
+        assert waited and not {test for test in waited for model in monitoring if model in test}
+        monitor_producer = monitor.get_task("monitoring.dbt_producer_watcher")
+        monitor_tests = {test for tests in monitor_producer.tests_per_model.values() for test in tests}
+        assert any("relationships_mon_predictions_with_outcomes" in test for test in monitor_tests)
 
     # Under the on_alert policy, only a fired rule schedules training.
     monkeypatch.setenv("LAB_RETRAIN_POLICY", "on_alert")
