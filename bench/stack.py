@@ -9,9 +9,14 @@ In one run on this machine:
   stand-in). January's run is the one compared: both start from an empty lake.
   Each month is timed by Airflow's own run record (start to end);
 - then, on the stack: train and promote, and ``lab serve`` as the stack's ``api``
-  service (prediction log on Postgres) with 1 and then 2 worker processes, each
+  service (prediction log on Postgres) with 1 and then 2 worker processes, first
+  beside Airflow's idle components and workers, then with them stopped (on a
+  real deployment they run on other hosts; here they share the 2 cores), each
   sent the same real flights by a client in its own process: 16 connections,
-  each one request at a time (``load``: raw HTTP, so the client is light).
+  each one request at a time (``load``: raw HTTP, so the client is light). For
+  each, the API's CPU time per answer and how busy the machine's cores were: a
+  constant CPU per answer with the cores all busy means the API would scale
+  with cores it does not have here.
 
 Goals (issue 16): the stack's month within 1.5x of the embedded one; 2 API
 workers at least 1.6x the throughput of 1. The stack is stopped and wiped after.
@@ -30,8 +35,10 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,9 +79,17 @@ def stack_months(env: dict[str, str]) -> dict[str, float]:
     return {str(run)[len("backfill__") : len("backfill__") + 7]: float(str(seconds)) for run, seconds in rows}
 
 
-def throughput(env: dict[str, str], workers: int, flights: list[dict], requests: int) -> float:
+@dataclass
+class Rate:
+    per_second: float  # answers per second
+    api_cpu_ms: float  # CPU time of the API's processes per answer
+    machine_busy: float  # share of the machine's cores in use during the run (all processes)
+
+
+def throughput(env: dict[str, str], workers: int, flights: list[dict], requests: int) -> Rate:
     """Answers per second of `lab serve --workers N` as the stack's api service (``load``'s client)."""
     import httpx
+    import psutil
 
     port = free_port()
     server = subprocess.Popen(
@@ -97,14 +112,33 @@ def throughput(env: dict[str, str], workers: int, flights: list[dict], requests:
                 raise SystemExit(f"the API with {workers} worker(s) never became ready")
             time.sleep(0.05 if ready else 0.5)
         bodies = [{k: v for k, v in f.items() if k != "departure_delay_minutes"} for f in flights]
+        api = psutil.Process(server.pid)
+
+        def api_cpu() -> float:
+            return sum(sum(p.cpu_times()[:2]) for p in [api, *api.children(recursive=True)])
+
+        cpu_before, machine_before = api_cpu(), psutil.cpu_times()
         with multiprocessing.get_context("spawn").Pool(1) as pool:  # the client in a process of its own
             sent, failures, seconds = pool.apply(load, (port, bodies, requests, CONNECTIONS))
+        cpu_used, machine_after = api_cpu() - cpu_before, psutil.cpu_times()
         if failures:
             raise SystemExit(f"{len(failures)} requests failed: {sorted(set(failures))}")
-        return sent / seconds
+        idle = machine_after.idle - machine_before.idle
+        total = sum(machine_after) - sum(machine_before)
+        return Rate(sent / seconds, 1000 * cpu_used / sent, 1 - idle / total)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def stop_airflow(stack: Any) -> None:
+    """Stop Airflow's components and workers: on a real deployment they run on other hosts than the API."""
+    from lab.stack import supervisor
+
+    rpc = supervisor.client(stack)
+    for group in sorted({info["group"] for info in supervisor.processes(stack).values()}):
+        if group.startswith("airflow-"):
+            rpc.stopProcessGroup(group, True)
 
 
 def load(port: int, bodies: list[dict], requests: int, connections: int) -> tuple[int, list[int], float]:
@@ -169,16 +203,24 @@ def main() -> None:
 
             stack = Stack(Settings(home=Path(env["LAB_HOME"]), pg_database=env["LAB_PG_DATABASE"]))  # type: ignore[call-arg]
             flights = real_flight_requests(stack.pipeline_settings(), 500, "2013-03-15")
-            rates = {n: throughput(env, n, flights, options.requests) for n in (1, 2)}
+            rates = {(n, "airflow running"): throughput(env, n, flights, options.requests) for n in (1, 2)}
+            stop_airflow(stack)
+            rates |= {(n, "airflow stopped"): throughput(env, n, flights, options.requests) for n in (1, 2)}
         finally:
             subprocess.run([LAB, "stack", "down", "--volumes"], env=env, check=False, capture_output=True)
 
     january = months["2013-01"]
-    print(f"\n{'':<34}{'value':>10}{'ratio':>8}{'goal':>9}")
-    print(f"{'one month, embedded (dags test)':<34}{embedded:>9.1f}s{1.0:>8.2f}")
-    print(f"{'one month, stack (scheduler)':<34}{january:>9.1f}s{january / embedded:>8.2f}{'<= 1.5':>9}")
-    print(f"{'/predict, 1 API worker':<34}{rates[1]:>8.0f}/s{1.0:>8.2f}")
-    print(f"{'/predict, 2 API workers':<34}{rates[2]:>8.0f}/s{rates[2] / rates[1]:>8.2f}{'>= 1.6':>9}")
+    print(f"\n{'':<44}{'value':>10}{'ratio':>8}{'goal':>9}")
+    print(f"{'one month, embedded (dags test)':<44}{embedded:>9.1f}s{1.0:>8.2f}")
+    print(f"{'one month, stack (scheduler)':<44}{january:>9.1f}s{january / embedded:>8.2f}{'<= 1.5':>9}")
+    for beside in ("airflow running", "airflow stopped"):
+        one, two = rates[(1, beside)], rates[(2, beside)]
+        ratio = two.per_second / one.per_second
+        print(f"{'/predict, 1 API worker, ' + beside:<44}{one.per_second:>8.0f}/s{1.0:>8.2f}")
+        print(f"{'/predict, 2 API workers, ' + beside:<44}{two.per_second:>8.0f}/s{ratio:>8.2f}{'>= 1.6':>9}")
+    print(f"\n{'/predict':<44}{'API CPU/answer':>15}{'machine busy':>14}")
+    for (workers, beside), rate in rates.items():
+        print(f"{f'{workers} worker(s), {beside}':<44}{rate.api_cpu_ms:>12.2f} ms{rate.machine_busy:>13.0%}")
 
 
 if __name__ == "__main__":
