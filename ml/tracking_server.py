@@ -7,7 +7,7 @@ entry point in pyproject.toml) runs MLflow's own basic-auth app and adds,
 after MLflow has authenticated and authorised the request:
 
 - an alias other than ``challenger`` (the one every trained version gets)
-  is set or deleted by the promotion identity only (``PROMOTER``), so
+  is set or deleted by the promotion identity only (``MLFLOW_PROMOTER``), so
   nothing but the gate can change what the API serves;
 - a registered model is renamed by an admin only (a rename would move the
   champion out from under the API just the same).

@@ -43,10 +43,14 @@ def provision(settings: Settings, admin_password: str, passwords: Mapping[str, s
     import mlflow
     from mlflow.exceptions import RestException
     from mlflow.server.auth.client import AuthServiceClient
+    from pydantic import SecretStr
 
-    # MLflow's clients take credentials from the environment only; this process is the admin's.
-    os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = admin_password
+    from ml.tracking import configure_mlflow
+
+    # This process signs in as the admin, through the one place every lab process signs in.
+    configure_mlflow(
+        settings.model_copy(update={"mlflow_username": ADMIN, "mlflow_password": SecretStr(admin_password)})
+    )
     tracking_uri, model_name = settings.mlflow_tracking_uri, settings.model_name
     auth = AuthServiceClient(tracking_uri)
     for identity in IDENTITIES:
