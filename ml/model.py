@@ -257,17 +257,31 @@ def calibration_check(raw_val: np.ndarray, y_val: np.ndarray, days: np.ndarray) 
     return CalibrationCheck(after < before, fitted_until, before, after)
 
 
-def platt_scaled(pipeline: Pipeline, x: pd.DataFrame, y: np.ndarray) -> Pipeline:
-    """A new pipeline: the same fitted encoder and model, its raw score Platt-scaled on (x, y).
+def platt_scaled(pipeline: Pipeline, raw: np.ndarray, y: np.ndarray) -> Pipeline:
+    """A new pipeline: the same fitted encoder and model, its raw score Platt-scaled on (rows, y).
 
     The model is frozen (not refitted); the calibrator is one sigmoid
     ``1 / (1 + exp(a * score + b))`` on its decision function, which the
     compiled serving path applies as two numbers.
+
+    Args:
+        raw: ``raw_score(pipeline, rows)``: the rows are not scored again.
+
+    The result is the estimator ``CalibratedClassifierCV(FrozenEstimator(model),
+    method="sigmoid").fit(encoded rows, y)`` builds, attribute for attribute (a
+    test compares the two): that ``fit`` only asks the frozen model for these
+    same scores (in five folds) and fits the sigmoid on them.
     """
-    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.calibration import CalibratedClassifierCV, _fit_calibrator
     from sklearn.frozen import FrozenEstimator
 
-    encode, model = pipeline[:-1], pipeline.steps[-1][1]
-    calibrated = CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")
-    calibrated.fit(encode.transform(x), y)
+    model = pipeline.steps[-1][1]
+    frozen = FrozenEstimator(model)  # cloning a frozen estimator returns it: fit shares it the same way
+    calibrated = CalibratedClassifierCV(frozen, method="sigmoid")
+    calibrated.classes_ = np.unique(y)
+    scores = np.asarray(raw, dtype=np.float64).reshape(-1, 1)
+    calibrated.calibrated_classifiers_ = [_fit_calibrator(frozen, scores, y, calibrated.classes_, "sigmoid", xp=np)]
+    calibrated.n_features_in_ = model.n_features_in_
+    if hasattr(model, "feature_names_in_"):
+        calibrated.feature_names_in_ = model.feature_names_in_
     return Pipeline([*pipeline.steps[:-1], ("model", calibrated)])

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 
 from core.settings import Settings
 from ml import model as factories
@@ -41,7 +43,19 @@ def test_calibration_is_chosen_when_later_days_say_so(mart: Callable[..., pd.Dat
     check = factories.calibration_check(raw_val, y_val, data.validation[DATE].to_numpy())
     assert check.fitted_until < data.windows.validation_end
     assert check.calibrate and check.log_loss_platt < check.log_loss_as_is
-    calibrated = factories.platt_scaled(pipeline, x_val, y_val)
+    calibrated = factories.platt_scaled(pipeline, raw_val, y_val)
+    # The calibration CalibratedClassifierCV's own fit builds, scoring the rows again: the same estimator.
+    reference = CalibratedClassifierCV(FrozenEstimator(pipeline[-1]), method="sigmoid")
+    reference.fit(pipeline[:-1].transform(x_val), y_val)
+    ours = calibrated[-1]
+    assert vars(ours).keys() == vars(reference).keys()
+    np.testing.assert_array_equal(ours.classes_, reference.classes_)
+    assert ours.n_features_in_ == reference.n_features_in_
+    ((mine,), (theirs,)) = (c.calibrated_classifiers_ for c in (ours, reference))
+    assert mine.estimator is ours.estimator and theirs.estimator is reference.estimator
+    assert (mine.method, list(mine.classes)) == (theirs.method, list(theirs.classes))
+    ((a,), (b,)) = (mine.calibrators, theirs.calibrators)
+    assert (a.a_, a.b_) == (b.a_, b.b_)
     # Monotone: the ranking (and so ROC AUC) is the model's own; only the probabilities move.
     before, after = pipeline.predict_proba(x_val)[:, 1], calibrated.predict_proba(x_val)[:, 1]
     assert (np.diff(after[np.argsort(before)]) >= 0).all()
@@ -59,7 +73,8 @@ def test_a_calibrated_model_loads_as_data_and_compiles_exactly(
 
     data = split(mart(), 2, 2)
     pipeline = _fitted(data)
-    calibrated = factories.platt_scaled(pipeline, *data.xy(data.validation))
+    x_val, y_val = data.xy(data.validation)
+    calibrated = factories.platt_scaled(pipeline, factories.raw_score(pipeline, x_val), y_val)
     # The two calibration types are exactly what calibration adds to what the project trusts.
     plain_types = set(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
     added = set(skops.io.get_untrusted_types(data=skops.io.dumps(calibrated))) - plain_types
