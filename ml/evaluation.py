@@ -21,8 +21,9 @@ import numpy as np
 
 REPLICATES = 400
 SEED = 13
-# Resamples per NumPy batch: bounds memory at a few (rows x CHUNK) arrays.
-CHUNK = 50
+# Resamples per NumPy batch: bounds memory at a few (rows x CHUNK) arrays. Small enough that
+# each batch reuses the memory the last one freed, rather than faulting in fresh pages.
+CHUNK = 25
 METRICS = ("roc_auc", "pr_auc", "brier", "log_loss")
 # Probabilities are clipped this far from 0 and 1 in the log loss, as scikit-learn does.
 EPS = np.finfo(np.float64).eps
@@ -76,13 +77,18 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 
 
 def average_precision(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Precision at each distinct threshold weighted by the recall it adds (scikit-learn's definition)."""
-    tp = np.cumsum(pos[:, ::-1], axis=1)  # thresholds from the highest score down
-    fp = np.cumsum(neg[:, ::-1], axis=1)
-    predicted = tp + fp
+    """Precision at each distinct threshold weighted by the recall it adds (scikit-learn's definition).
+
+    At the threshold of group ``g`` every row scored at least as high is flagged: its true
+    positives are all positives less those below ``g``. Cumulative sums run forward
+    (along memory), and with whole-number weights every sum is exact.
+    """
+    below_pos = np.cumsum(pos, axis=1)
+    below_neg = np.cumsum(neg, axis=1)
+    tp = below_pos[:, -1:] - below_pos + pos
+    predicted = tp + below_neg[:, -1:] - below_neg + neg
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall_step = pos[:, ::-1] / tp[:, -1:]
-    return (precision * recall_step).sum(axis=1)  # type: ignore[no-any-return]
+    return (precision * pos).sum(axis=1) / below_pos[:, -1]  # type: ignore[no-any-return]
 
 
 class _Scored:
