@@ -70,8 +70,12 @@ def train_command(
         raise LabError(f"--model must be gbm or baseline, not {model!r}")
     if through is not None:
         month_index(through)  # a bad month is refused before the mart is read
+    from ml.recorder import Recorder
+
+    # Forked here, where this process is one thread with nothing opened yet (ml.recorder._fork).
+    recorder = Recorder(settings, fork=True)
     with output.status(f"training {model} on the {settings.dbt_target} training mart"):
-        result = train(settings, cast(ModelKind, model), through=through)
+        result = train(settings, cast(ModelKind, model), through=through, recorder=recorder)
     metrics = result.metrics
     table = output.table(
         "metric",
