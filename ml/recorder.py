@@ -176,9 +176,6 @@ class Recorder:
         return RecorderFailed(f"the MLflow recorder process (pid {self._process.pid}) exited {when}, with code {code}")
 
 
-# ---- the recorder process ----
-
-
 def _fork(theirs: Connection, ours: Connection) -> _Forked:
     """The recorder as a fork of this process: it starts with the modules this process imported.
 

@@ -150,8 +150,8 @@ def train(
         else:
             pipeline = factories.baseline(data.categorical, data.numeric)
         clock.lap("read")
-        # What needs only the rows, done while the recorder is still importing MLflow: the fit
-        # that follows then has both cores to itself.
+        # What needs no model (checksums, lineage, the baseline), done while the recorder is
+        # still importing MLflow: the fit that follows then has both cores to itself.
         checksums = {part: checksum(parts[part]) for part in PARTS}
         lineage = lineage_tags(settings)
         reference = factories.baseline(data.categorical, data.numeric).fit(x_train, y_train) if kind == "gbm" else None
