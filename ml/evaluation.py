@@ -83,12 +83,12 @@ def average_precision(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     positives are all positives less those below ``g``. Cumulative sums run forward
     (along memory), and with whole-number weights every sum is exact.
     """
-    below_pos = np.cumsum(pos, axis=1)
-    below_neg = np.cumsum(neg, axis=1)
-    tp = below_pos[:, -1:] - below_pos + pos
-    predicted = tp + below_neg[:, -1:] - below_neg + neg
+    up_to_pos = np.cumsum(pos, axis=1)  # weight in groups 0..g, g included
+    up_to_neg = np.cumsum(neg, axis=1)
+    tp = up_to_pos[:, -1:] - up_to_pos + pos
+    predicted = tp + up_to_neg[:, -1:] - up_to_neg + neg
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    return (precision * pos).sum(axis=1) / below_pos[:, -1]  # type: ignore[no-any-return]
+    return (precision * pos).sum(axis=1) / up_to_pos[:, -1]  # type: ignore[no-any-return]
 
 
 class _Scored:

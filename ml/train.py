@@ -242,9 +242,8 @@ def train(
                 "lab.test_window_untuned": str(_untouched_by_tuning(windows, tuned.windows)).lower(),
             }
             datasets = [
-                Dataset(part, f"{part} {start}..{end}", checksums[part][:36], len(parts[part]))
+                Dataset(part, "{} {}..{}".format(part, *windows.bounds(part)), checksums[part][:36], len(parts[part]))
                 for part in PARTS
-                for start, end in [windows.bounds(part)]
             ]
             # The fixed bins this version's monitoring will compare later months with.
             shape = reference_profile(x_train, data.categorical, data.numeric, proba_val, importance.shares())

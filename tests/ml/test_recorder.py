@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -23,6 +24,9 @@ from ml import recorder
 from ml import train as training
 from ml.data import read_mart
 from ml.tracking import configure_mlflow
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def _children() -> set[int]:
     return pids
 
 
-def _runs(settings: Settings) -> list[object]:
+def _runs(settings: Settings) -> list[Run]:
     import mlflow
 
     configure_mlflow(settings)
@@ -82,7 +86,7 @@ def test_a_training_that_fails_after_sending_its_model_leaves_a_failed_run_and_n
     with pytest.raises(RuntimeError, match="the bootstrap broke"):
         training.train(own_store, "baseline", frame)
     (run,) = _runs(own_store)
-    assert run.info.status == "FAILED"  # type: ignore[attr-defined]
+    assert run.info.status == "FAILED"
     assert _challenger(own_store) is None
 
 
@@ -121,7 +125,7 @@ def test_lab_train_records_its_run_from_a_fork(own_store: Settings) -> None:
     )
     assert done.returncode == 0, done.stderr
     (run,) = _runs(own_store)
-    assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
-    assert run.info.run_id in done.stdout  # type: ignore[attr-defined]
-    assert {"seconds_fit", "seconds_recorder_log_model"} <= set(run.data.metrics)  # type: ignore[attr-defined]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in done.stdout
+    assert {"seconds_fit", "seconds_recorder_log_model"} <= set(run.data.metrics)
     assert _challenger(own_store) == "1"
