@@ -112,13 +112,21 @@ def airflow_scheduled(settings: Settings) -> tuple[float, float]:
         f"Airflow, scheduled run under `airflow standalone` (LocalExecutor), Cosmos {settings.airflow_dbt_mode} mode:"
     )
     with af.standalone(settings):
-        af.airflow(settings, "dags", "unpause", "flights_monthly")
-        af.airflow(settings, "dags", "unpause", "train_and_promote")
+        af.airflow(settings, "dags", "unpause", "flights_monthly", retry_locked=True)
+        af.airflow(settings, "dags", "unpause", "train_and_promote", retry_locked=True)
 
         runs: dict[str, dict[str, str]] = {}
 
         def month_and_training() -> None:
-            af.airflow(settings, "dags", "trigger", "flights_monthly", "--logical-date", f"{MONTH}-01T00:00:00+00:00")
+            af.airflow(
+                settings,
+                "dags",
+                "trigger",
+                "flights_monthly",
+                "--logical-date",
+                f"{MONTH}-01T00:00:00+00:00",
+                retry_locked=True,
+            )
             runs["first"] = af.wait_for_runs(settings, "flights_monthly", 1)[0]
             runs["last"] = af.wait_for_runs(settings, "train_and_promote", 1)[0]  # started by the marts asset
 

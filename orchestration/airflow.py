@@ -8,6 +8,7 @@ metadata database and DAGs are, and every LAB_* setting the tasks read. The CLI
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,17 @@ from core.processes import stop, wait_until_answering
 from core.settings import Settings
 
 ADMIN_USER = "admin"
+
+log = logging.getLogger(__name__)
+
+# SQLite (the embedded metadata database; Airflow runs it in WAL mode) fails a
+# write with "database is locked" after the busy timeout, and at once -- no
+# timeout applies -- when the writer's transaction read a snapshot the scheduler
+# has since written over. Airflow rolls such a command back (a backfill deletes
+# its partial rows "so the user can retry"), so a command marked safe to repeat
+# is run again.
+SQLITE_LOCKED = "database is locked"
+LOCKED_ATTEMPTS = 4
 
 
 def env(settings: Settings) -> dict[str, str]:
@@ -65,12 +77,22 @@ def _executable() -> str:
 
 
 def airflow(
-    settings: Settings, *args: str, check: bool = True, timeout: float | None = None
+    settings: Settings, *args: str, check: bool = True, timeout: float | None = None, retry_locked: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``airflow <args>`` for this home; raise with Airflow's last lines when it fails."""
-    proc = subprocess.run(
-        [_executable(), *args], env=env(settings), capture_output=True, text=True, check=False, timeout=timeout
-    )
+    """Run ``airflow <args>`` for this home; raise with Airflow's last lines when it fails.
+
+    ``retry_locked``: the command is safe to repeat; run it again when it lost
+    a write race on the SQLite metadata database (see SQLITE_LOCKED).
+    """
+    for attempt in range(1, LOCKED_ATTEMPTS + 1):
+        proc = subprocess.run(
+            [_executable(), *args], env=env(settings), capture_output=True, text=True, check=False, timeout=timeout
+        )
+        if not (retry_locked and proc.returncode != 0 and SQLITE_LOCKED in proc.stdout + proc.stderr):
+            break
+        if attempt < LOCKED_ATTEMPTS:
+            log.warning("`airflow %s` lost a write race on the metadata database; again (%d)", args[0], attempt + 1)
+            time.sleep(attempt)
     if check and proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise LabError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
@@ -186,6 +208,7 @@ def backfill(settings: Settings, dag_id: str, from_date: str, to_date: str, *, r
         reprocess,
         "--max-active-runs",
         "1",
+        retry_locked=True,
     )
 
 

@@ -199,8 +199,9 @@ def test_backfill_of_three_months_equals_one_run(
     """
     settings = _home(tmp_path_factory, "backfill", airflow_dbt_mode="local")
     with af.standalone(settings):
-        af.airflow(settings, "dags", "pause", "train_and_promote")  # only the marts are compared here
-        af.airflow(settings, "dags", "unpause", "flights_monthly")
+        # Only the marts are compared here.
+        af.airflow(settings, "dags", "pause", "train_and_promote", retry_locked=True)
+        af.airflow(settings, "dags", "unpause", "flights_monthly", retry_locked=True)
         af.backfill(settings, "flights_monthly", "2013-01-01", "2013-03-01")
         runs = af.wait_for_runs(settings, "flights_monthly", 3)
     assert sorted(r["logical_date"][:7] for r in runs) == ["2013-01", "2013-02", "2013-03"]
@@ -208,6 +209,65 @@ def test_backfill_of_three_months_equals_one_run(
     # The password Airflow generated is readable by its owner only.
     assert af.admin_password(settings)
     assert stat.S_IMODE(af.passwords_file(settings).stat().st_mode) == 0o600
+
+
+@pytest.mark.slow
+def test_a_write_that_loses_the_metadata_database_race_runs_again(pipeline_home: Settings) -> None:
+    """SQLite answers "database is locked" to a CLI write that loses to the scheduler's; retry_locked runs it again.
+
+    The race is made certain here: this test holds the write lock (BEGIN IMMEDIATE)
+    and the CLI's busy timeout is cut to 1 s; the lock goes once the retry is logged.
+    """
+    import logging
+    import sqlite3
+    import threading
+
+    from core.errors import LabError
+
+    db = pipeline_home.airflow_database_url.removeprefix("sqlite:///").split("?")[0]
+    settings = pipeline_home.model_copy(update={"airflow_database_url": f"sqlite:///{db}?timeout=1"})
+    retried = threading.Event()
+
+    class Retried(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            retried.set()
+
+    def hold_lock(until: threading.Event) -> None:
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("begin immediate")
+        locked.set()
+        until.wait(timeout=120)
+        lock.execute("rollback")
+        lock.close()
+
+    # Without the retry the write fails, naming the lock.
+    never, locked = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(never,))
+    holder.start()
+    locked.wait()
+    try:
+        with pytest.raises(LabError, match="database is locked"):
+            af.airflow(settings, "dags", "unpause", "train_and_promote")
+    finally:
+        never.set()
+        holder.join()
+
+    # With it, the second attempt finds the lock gone.
+    handler = Retried(logging.WARNING)
+    logging.getLogger(af.__name__).addHandler(handler)
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(retried,))
+    holder.start()
+    locked.wait()
+    try:
+        af.airflow(settings, "dags", "unpause", "train_and_promote", retry_locked=True)
+    finally:
+        retried.set()
+        holder.join()
+        logging.getLogger(af.__name__).removeHandler(handler)
+    dags = af._json(af.airflow(settings, "dags", "list", "--output", "json"))
+    assert {d["dag_id"]: str(d["is_paused"]) for d in dags}["train_and_promote"] == "False"
+    af.airflow(settings, "dags", "pause", "train_and_promote")  # as the home was (paused at creation)
 
 
 @pytest.mark.slow
