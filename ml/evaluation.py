@@ -1,11 +1,12 @@
 """Metrics with bootstrap intervals, computed for hundreds of resamples at once.
 
-A bootstrap resample of n rows is a vector of counts (how often each row was
-drawn). Every metric here is a weighted sum over rows, so a resample's metric
-is the metric with those counts as weights. For ROC AUC and average precision
-the rows are first grouped by distinct score (ties stay exactly tied, as
-scikit-learn treats them), so one resample costs one ``bincount`` over the
-groups and a cumulative sum, for many resamples in one NumPy call.
+A bootstrap resample of n rows is n row indices drawn with replacement. ROC AUC
+and average precision need, per resample, how many drawn rows fall in each
+group of equal score (ties stay exactly tied, as scikit-learn treats them) and
+how many of those are positive: one ``bincount`` over the drawn rows' keys,
+then cumulative sums, for many resamples in one NumPy call. Only score groups
+that hold a positive row can add to either metric, so counts are kept for
+those groups alone. Brier and log loss are means of the drawn rows' losses.
 
 Intervals are percentile intervals (2.5th and 97.5th) over ``REPLICATES``
 seeded resamples. The gate's interval is *paired*: both models are scored on
@@ -41,58 +42,76 @@ class Estimate:
         return f"{self.value:.4f} [{self.lo:.4f}, {self.hi:.4f}]"
 
 
-def resample_counts(n: int, replicates: int, seed: int) -> Iterator[np.ndarray]:
-    """(chunk, n) arrays of how often each row is drawn, chunk by chunk; the same for the same seed."""
+def resamples(n: int, replicates: int, seed: int) -> Iterator[np.ndarray]:
+    """(chunk, n) arrays of drawn row indices, chunk by chunk; the same for the same seed."""
     rng = np.random.default_rng(seed)
     for start in range(0, replicates, CHUNK):
-        size = min(CHUNK, replicates - start)
-        draws = rng.integers(0, n, size=(size, n))
-        offsets = (np.arange(size) * n)[:, None]
-        yield np.bincount((draws + offsets).ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
+        yield rng.integers(0, n, size=(min(CHUNK, replicates - start), n))
+
+
+def every_row(n: int) -> np.ndarray:
+    """The rows as they are, as one "resample" that draws each row once."""
+    return np.arange(n)[None, :]
 
 
 class _Ranked:
-    """Rows grouped by distinct score, ascending: what AUC and AP need, computed once."""
+    """Rows grouped by distinct score, ascending: what AUC and AP need, computed once.
+
+    Only the groups holding a positive row ("hits") matter. Each row gets one
+    counting key: the first hit group at or above its score, and whether it is
+    a row below that group, a negative in it, or a positive in it. One
+    ``bincount`` of the drawn rows' keys then gives every count AUC and AP use.
+    """
 
     def __init__(self, y: np.ndarray, proba: np.ndarray) -> None:
-        self.scores, group = np.unique(proba, return_inverse=True)
-        self.key = group * 2 + y.astype(np.int64)  # (score group, class) of each row
+        scores, group = np.unique(proba, return_inverse=True)
+        positive = y.astype(bool)
+        is_hit = np.zeros(len(scores), dtype=bool)
+        is_hit[group[positive]] = True
+        hit = np.flatnonzero(is_hit)
+        self.hits = len(hit)
+        column = np.searchsorted(hit, group)  # rows above the last hit land past it, and are dropped
+        self.key = column * 3 + np.where(positive, 2, is_hit[group])
 
-    def by_group(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positives, negatives) weight per score group, one row per row of ``weights``: one bincount."""
-        k, r = len(self.scores), weights.shape[0]
-        index = (self.key[None, :] + (np.arange(r) * 2 * k)[:, None]).ravel()
-        counts = np.bincount(index, weights.ravel(), minlength=r * 2 * k).reshape(r, k, 2)
-        return counts[:, :, 1], counts[:, :, 0]
+    def counts(self, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per resample (row of ``draws``), at each hit group: positives drawn in it, rows drawn
+        in it, and rows drawn in lower groups."""
+        r, width = draws.shape[0], 3 * (self.hits + 1)
+        keys = self.key[draws] + np.arange(r)[:, None] * width
+        counts = np.bincount(keys.ravel(), minlength=r * width).reshape(r, self.hits + 1, 3)[:, : self.hits]
+        between, pos = counts[:, :, 0], counts[:, :, 2]
+        at = counts[:, :, 1] + pos
+        below = np.cumsum(between + at, axis=1) - at
+        return np.ascontiguousarray(pos), at, below
 
-    def roc_auc(self, weights: np.ndarray) -> np.ndarray:
-        return roc_auc(*self.by_group(weights))
-
-
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """P(score of a positive > score of a negative), ties counting half, from per-group weights."""
-    below = np.cumsum(neg, axis=1) - neg
-    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
-    return wins / (pos.sum(axis=1) * neg.sum(axis=1))  # type: ignore[no-any-return]
+    def roc_auc(self, draws: np.ndarray) -> np.ndarray:
+        return roc_auc(*self.counts(draws), n=draws.shape[1])
 
 
-def average_precision(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+def roc_auc(pos: np.ndarray, at: np.ndarray, below: np.ndarray, n: int) -> np.ndarray:
+    """P(score of a positive > score of a negative), ties counting half, from per-group counts."""
+    below_pos = np.cumsum(pos, axis=1) - pos
+    wins = (pos * ((below - below_pos) + 0.5 * (at - pos))).sum(axis=1)
+    positives = pos.sum(axis=1)
+    return wins / (positives * (n - positives))  # type: ignore[no-any-return]
+
+
+def average_precision(pos: np.ndarray, below: np.ndarray, n: int) -> np.ndarray:
     """Precision at each distinct threshold weighted by the recall it adds (scikit-learn's definition).
 
-    At the threshold of group ``g`` every row scored at least as high is flagged: its true
-    positives are all positives less those below ``g``. Cumulative sums run forward
-    (along memory), and with whole-number weights every sum is exact.
+    At the threshold of group ``g`` every row scored at least as high is flagged: its
+    true positives are all positives less those below ``g``, of the rows not below it.
+    The counts are whole numbers, so every sum is exact.
     """
-    up_to_pos = np.cumsum(pos, axis=1)  # weight in groups 0..g, g included
-    up_to_neg = np.cumsum(neg, axis=1)
-    tp = up_to_pos[:, -1:] - up_to_pos + pos
-    predicted = tp + up_to_neg[:, -1:] - up_to_neg + neg
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    return (precision * pos).sum(axis=1) / up_to_pos[:, -1]  # type: ignore[no-any-return]
+    below_pos = np.cumsum(pos, axis=1) - pos
+    positives = pos.sum(axis=1)
+    tp = positives[:, None] - below_pos
+    precision = tp / np.maximum(n - below, 1)  # a hit group flags at least its own rows
+    return (precision * pos).sum(axis=1) / positives  # type: ignore[no-any-return]
 
 
 class _Scored:
-    """One model's probabilities on fixed rows: every metric for any set of row weights."""
+    """One model's probabilities on fixed rows: every metric for any set of resamples."""
 
     def __init__(self, y: np.ndarray, proba: np.ndarray) -> None:
         y = np.asarray(y, dtype=np.float64)
@@ -104,19 +123,19 @@ class _Scored:
             "log_loss": -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)),
         }
 
-    def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """Every metric for each row of ``weights`` (shape (k, n))."""
-        pos, neg = self.ranked.by_group(weights)
-        out = {"roc_auc": roc_auc(pos, neg), "pr_auc": average_precision(pos, neg)}
-        total = weights.sum(axis=1)
+    def metrics(self, draws: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric for each resample: each row of ``draws`` (shape (r, n)) holds drawn row indices."""
+        n = draws.shape[1]
+        pos, at, below = self.ranked.counts(draws)
+        out = {"roc_auc": roc_auc(pos, at, below, n), "pr_auc": average_precision(pos, below, n)}
         for name, losses in self.losses.items():
-            out[name] = weights @ losses / total
+            out[name] = losses[draws].mean(axis=1)
         return out
 
 
 def point_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """The four metrics on the rows as they are (equal to scikit-learn's, ties included)."""
-    return {k: float(v[0]) for k, v in _Scored(y, proba).metrics(np.ones((1, len(y)))).items()}
+    return {k: float(v[0]) for k, v in _Scored(y, proba).metrics(every_row(len(y))).items()}
 
 
 def bootstrap_metrics(
@@ -124,10 +143,10 @@ def bootstrap_metrics(
 ) -> dict[str, Estimate]:
     """ROC AUC, PR AUC (average precision), Brier and log loss, each with a bootstrap 95% interval."""
     scored = _Scored(y, proba)
-    point = {k: float(v[0]) for k, v in scored.metrics(np.ones((1, len(y)))).items()}
+    point = {k: float(v[0]) for k, v in scored.metrics(every_row(len(y))).items()}
     samples: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
-    for counts in resample_counts(len(y), replicates, seed):
-        for name, values in scored.metrics(counts).items():
+    for draws in resamples(len(y), replicates, seed):
+        for name, values in scored.metrics(draws).items():
             samples[name].append(values)
     out = {}
     for name in METRICS:
@@ -145,9 +164,9 @@ def paired_auc_difference(
     """
     y = np.asarray(y, dtype=np.float64)
     a, b = _Ranked(y, np.asarray(proba_a, dtype=np.float64)), _Ranked(y, np.asarray(proba_b, dtype=np.float64))
-    ones = np.ones((1, len(y)))
-    point = float(a.roc_auc(ones)[0] - b.roc_auc(ones)[0])
-    differences = [a.roc_auc(counts) - b.roc_auc(counts) for counts in resample_counts(len(y), replicates, seed)]
+    rows = every_row(len(y))
+    point = float(a.roc_auc(rows)[0] - b.roc_auc(rows)[0])
+    differences = [a.roc_auc(draws) - b.roc_auc(draws) for draws in resamples(len(y), replicates, seed)]
     lo, hi = np.nanpercentile(np.concatenate(differences), [2.5, 97.5])
     return Estimate(point, float(lo), float(hi))
 

@@ -13,7 +13,7 @@ from ml.evaluation import (
     bootstrap_metrics,
     paired_auc_difference,
     point_metrics,
-    resample_counts,
+    resamples,
 )
 
 SKLEARN = {
@@ -41,10 +41,11 @@ def test_point_metrics_equal_sklearn_with_ties() -> None:
 
 def test_every_resample_equals_sklearn_weighted_by_its_counts() -> None:
     y, proba = _scores()
-    counts = next(resample_counts(len(y), 5, seed=7))
+    draws = next(resamples(len(y), 5, seed=7))
+    counts = np.stack([np.bincount(row, minlength=len(y)) for row in draws])
     assert counts.shape == (5, len(y)) and (counts.sum(axis=1) == len(y)).all()
-    assert (counts == 0).any(axis=1).all()  # real resamples: some rows drawn never, some twice
-    metrics = _Scored(y, proba).metrics(counts)
+    assert (counts == 0).any(axis=1).all() and (counts > 1).any(axis=1).all()  # some rows never, some twice
+    metrics = _Scored(y, proba).metrics(draws)
     for name, values in metrics.items():
         for i, weights in enumerate(counts):
             assert values[i] == pytest.approx(SKLEARN[name](y, proba, sample_weight=weights), abs=1e-12), name
