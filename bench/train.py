@@ -166,7 +166,10 @@ def main() -> None:
     print(f"  stages of the training process (s): {', '.join(f'{k} {v:.1f}' for k, v in own.items())}")
     print(f"  stages of the recorder process beside them (s): {', '.join(f'{k} {v:.1f}' for k, v in beside.items())}")
     outside = full["seconds"] - sum(own.values())
-    print(f"  outside the training's stages (interpreter, imports, waiting for the recorder, exit): {outside:.1f} s")
+    print(
+        "  outside the training's stages (interpreter, imports with the mart's query beside them,"
+        f" the mart to pandas, waiting for the recorder, exit): {outside:.1f} s"
+    )
 
 
 if __name__ == "__main__":

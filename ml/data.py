@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.errors import LabError
 from core.names import TRAINING_MART
@@ -120,21 +121,27 @@ class TrainingSet:
 
 def read_mart(settings: Settings, relation: str | None = None) -> pd.DataFrame:
     """The training mart as pandas, ordered by key so fits are deterministic."""
+    return prepare(query_mart(settings, relation).to_pandas(), copy=False)
+
+
+def query_mart(settings: Settings, relation: str | None = None) -> pa.Table:
+    """The training mart's rows as the warehouse returns them (``read_mart`` before ``prepare``)."""
     from warehouse.dbt import mart_relations
     from warehouse.query import query
 
     relation = relation or mart_relations(settings)[TRAINING_MART]
-    frame = query(settings, f"select * from {relation} order by {KEY}").to_pandas()
-    return prepare(frame)
+    return query(settings, f"select * from {relation} order by {KEY}")
 
 
-def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+def prepare(frame: pd.DataFrame, *, copy: bool = True) -> pd.DataFrame:
     """Types a model can rely on at training and serving time alike.
 
     Integer and boolean features become float64: at inference they may be
-    missing, and an integer column cannot hold a missing value.
+    missing, and an integer column cannot hold a missing value. ``copy=False``
+    retypes a frame no one else holds in place.
     """
-    frame = frame.copy()
+    if copy:
+        frame = frame.copy()
     frame[TIME] = pd.to_datetime(frame[TIME], utc=True)
     frame[DATE] = pd.to_datetime(frame[DATE]).dt.date
     for column in frame.columns:

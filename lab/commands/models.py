@@ -62,20 +62,33 @@ def train_command(
     ] = None,
 ) -> None:
     """Train on the training mart, log the run to MLflow and register the model as challenger."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from core.months import month_index
-    from ml.train import ModelKind, train
 
     settings = settings_for(ctx, target)
     if model not in {"gbm", "baseline"}:
         raise LabError(f"--model must be gbm or baseline, not {model!r}")
     if through is not None:
         month_index(through)  # a bad month is refused before the mart is read
-    from ml.recorder import Recorder
+    # The warehouse runs the mart's query (DuckDB lets go of the GIL) while this thread imports
+    # scikit-learn and the rest of the training: a second of one core's work, the other idle.
+    with ThreadPoolExecutor(1, thread_name_prefix="mart") as pool:
+        from ml.data import query_mart
 
-    # Forked here, where this process is one thread with nothing opened yet (ml.recorder._fork).
+        rows = pool.submit(query_mart, settings)
+        from ml.data import prepare
+        from ml.recorder import Recorder
+        from ml.train import ModelKind, train
+
+        mart = rows.result()  # a missing mart is refused here, before any recorder exists
+
+    # Forked here, where this process is one thread again (the pool's has ended), with nothing
+    # opened (the query's connection is closed): ml.recorder._fork.
     recorder = Recorder(settings, fork=True)
     with output.status(f"training {model} on the {settings.dbt_target} training mart"):
-        result = train(settings, cast(ModelKind, model), through=through, recorder=recorder)
+        frame = prepare(mart.to_pandas(), copy=False)
+        result = train(settings, cast(ModelKind, model), frame=frame, through=through, recorder=recorder)
     metrics = result.metrics
     table = output.table(
         "metric",

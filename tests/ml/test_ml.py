@@ -94,7 +94,7 @@ def test_run_records_windows_horizon_tuning_plots_data_and_lineage(trained: tupl
     assert set(inputs) == {"train", "validation", "test"}
     assert inputs["test"].digest == tags["lab.checksum_test"][:36]
     # Where the time went: this process's stages, and the recorder's beside them (ml.recorder).
-    stages = ("read", "lineage_baseline", "fit", "calibrate", "evaluate", "record")
+    stages = ("read", "lineage", "fit", "calibrate", "evaluate", "record")
     beside = ("recorder_start", "recorder_log_model", "recorder_plots", "recorder_log")
     assert {f"seconds_{s}" for s in (*stages, *beside)} <= set(run.data.metrics)
     assert run.info.status == "FINISHED"
