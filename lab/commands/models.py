@@ -72,7 +72,7 @@ def train_command(
     if through is not None:
         month_index(through)  # a bad month is refused before the mart is read
     # The warehouse runs the mart's query (DuckDB lets go of the GIL) while this thread imports
-    # scikit-learn and the rest of the training: a second of one core's work, the other idle.
+    # scikit-learn and the rest of the training: over a second in which one core works alone.
     with ThreadPoolExecutor(1, thread_name_prefix="mart") as pool:
         from ml.data import query_mart
 
