@@ -5,6 +5,11 @@ from __future__ import annotations
 import time
 
 
+def as_metrics(seconds: dict[str, float]) -> dict[str, float]:
+    """Stage seconds as the metrics a run logs: ``seconds_<stage>``."""
+    return {f"seconds_{stage}": value for stage, value in seconds.items()}
+
+
 class Stopwatch:
     """``lap(stage)`` adds the seconds since the last lap (or ``idle``) to ``stage``."""
 

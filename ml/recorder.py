@@ -4,7 +4,7 @@ Why a second process: MLflow's import and the opening of its store, the
 model's skops serialisation with MLflow's checks of it, and the plots are
 seconds of single-threaded Python (``bench/train.py`` lists each stage).
 The training process has work of its own in the same stretches (reading the
-mart, the checksums and the baseline; later the bootstrap); two threads of
+mart and the checksums; later the baseline and the bootstrap); two threads of
 one interpreter would take turns on one lock, two processes use both cores.
 So the recorder is started when training starts, imports MLflow and opens
 the store while the mart is read, logs and registers the model and draws
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.names import CHALLENGER, TAG_MODEL_URI, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
-from core.stopwatch import Stopwatch
+from core.stopwatch import Stopwatch, as_metrics
 from ml.artifacts import TRUSTED_TYPES
 
 if TYPE_CHECKING:  # the training process starts the recorder before it imports these
@@ -316,7 +316,7 @@ def _record_one_run(conn: Connection, settings: Settings) -> None:
         _log_datasets(settings, record.datasets, record.schema_rows)
         mlflow.log_dict(record.profile, record.profile_artifact)
         clock.lap("recorder_log")
-        mlflow.log_metrics({**record.metrics, **{f"seconds_{k}": v for k, v in clock.seconds.items()}})
+        mlflow.log_metrics({**record.metrics, **as_metrics(clock.seconds)})
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version)

@@ -38,7 +38,7 @@ from core.errors import LabError
 from core.months import month_index, month_start
 from core.names import TAG_CHECKSUM_TRAIN, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
-from core.stopwatch import Stopwatch
+from core.stopwatch import Stopwatch, as_metrics
 from ml import evaluation, profile
 from ml import model as factories
 from ml.data import DATE, LABEL, PARTS, Windows, horizon_minutes, read_mart, split
@@ -150,8 +150,8 @@ def train(
         else:
             pipeline = factories.baseline(data.categorical, data.numeric)
         clock.lap("read")
-        # What needs no model (checksums, lineage), done while the recorder is still importing
-        # MLflow: the fit that follows then has both cores to itself.
+        # What needs no model (checksums, lineage), done while the recorder imports MLflow,
+        # before the fit takes both cores.
         checksums = {part: checksum(parts[part]) for part in PARTS}
         lineage = lineage_tags(settings)
         clock.lap("lineage")
@@ -186,7 +186,7 @@ def train(
             )
 
             # The baseline is fitted while the recorder logs the model: before the fit, it would
-            # hold the fit back (the recorder's start is shorter than read + checksums + baseline).
+            # only delay the fit's start.
             reference = (
                 factories.baseline(data.categorical, data.numeric).fit(x_train, y_train) if kind == "gbm" else None
             )
@@ -255,7 +255,7 @@ def train(
         recorded = recorder.finish(
             RunRecord(
                 params,
-                {**metrics, **{f"seconds_{stage}": seconds for stage, seconds in clock.seconds.items()}},
+                {**metrics, **as_metrics(clock.seconds)},
                 tags,
                 datasets,
                 data.frame[[*data.features, LABEL]].head(100),
@@ -265,12 +265,11 @@ def train(
             )
         )
     clock.lap("wait")  # for the recorder, after this process's own work
-    seconds = {**clock.seconds, **recorded.seconds}
     log.info("registered %s version %s (run %s)", settings.model_name, recorded.model_version, recorded.run_id)
     return TrainResult(
         recorded.run_id,
         recorded.model_version,
-        {**metrics, **{f"seconds_{stage}": value for stage, value in seconds.items()}},
+        {**metrics, **as_metrics({**clock.seconds, **recorded.seconds})},
         len(data.frame),
         checksums["train"],
         windows=windows,

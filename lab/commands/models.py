@@ -74,10 +74,9 @@ def train_command(
     # The warehouse runs the mart's query (DuckDB lets go of the GIL) while this thread imports
     # scikit-learn and the rest of the training: over a second in which one core works alone.
     with ThreadPoolExecutor(1, thread_name_prefix="mart") as pool:
-        from ml.data import query_mart
+        from ml.data import prepare, query_mart
 
         rows = pool.submit(query_mart, settings)
-        from ml.data import prepare
         from ml.recorder import Recorder
         from ml.train import ModelKind, train
 
