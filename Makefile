@@ -2,19 +2,32 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3.11
+# The newest supported Python that starts: a pyenv shim on PATH can name a version it will not
+# run, so each candidate is asked to start. PYTHON=/path/to/python picks one; VENV=.venv-3.13
+# keeps a second environment beside the first.
+SUPPORTED_PYTHONS := python3.13 python3.12 python3.11
+PYTHON ?= $(firstword $(foreach p,$(SUPPORTED_PYTHONS),$(shell $(p) -c '' >/dev/null 2>&1 && echo $(p))))
 UV_VERSION := 0.13.9
 TOOLS := .tools
 # Use a uv already on PATH; otherwise bootstrap a pinned one into .tools/.
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
-VENV := .venv
-STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | sha256sum | cut -c1-12)
+VENV ?= .venv
+STAMP := $(VENV)/.synced-$(shell { cat uv.lock pyproject.toml; echo '$(PYTHON)'; } | sha256sum | cut -c1-12)
 RUN := $(VENV)/bin
+NO_PYTHON := no Python 3.11-3.13 starts here and no uv is on PATH to fetch one: install python3.13 (or 3.12, 3.11), or uv, or set PYTHON=/path/to/python
 
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# With an interpreter at hand uv must use it; with none, uv may fetch 3.13 where downloads work.
+ifeq ($(PYTHON),)
+PYTHON_REQUEST := 3.13
+export UV_PYTHON_DOWNLOADS := automatic
+else
+PYTHON_REQUEST := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
+endif
 
 $(TOOLS)/bin/uv:
+	@test -n "$(PYTHON)" || { echo "$(NO_PYTHON)" >&2; exit 1; }
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
@@ -22,7 +35,7 @@ $(TOOLS)/bin/uv:
 # read-only image) every `lab` command would otherwise recompile mlflow, sklearn and the rest
 # from source on each start, seconds per command (bench/train.py shows the import share).
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON_REQUEST)
 	rm -f $(VENV)/.synced-* && touch $(STAMP)
 
 .PHONY: help
