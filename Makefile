@@ -42,6 +42,11 @@ $(STAMP): uv.lock pyproject.toml | $(UV)
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
+# The interpreter the environment is built with (`.ci/run` picks a second one beside it).
+.PHONY: which-python
+which-python:
+	@echo $(PYTHON)
+
 .PHONY: install
 install: $(STAMP) ## Create .venv from the lock file (only when it changed)
 
@@ -92,8 +97,9 @@ stack-demo: $(STAMP) ## The full stack here: up, 3 months through the scheduler 
 	$(RUN)/lab stack status
 
 .PHONY: test
+# --durations: the slowest tests printed on every run keep CI's time budget in sight.
 test: $(STAMP) system-deps ## Run the whole test suite (starts what it needs), all but the full stack's
-	$(RUN)/pytest -m "not stack"
+	$(RUN)/pytest -m "not stack" --durations=15
 
 # The full stack started for real (`lab stack up`), driven end to end, then stopped.
 .PHONY: test-stack
@@ -103,7 +109,7 @@ test-stack: $(STAMP) system-deps ## Run the full stack's end-to-end test (Postgr
 # The inner loop: no test marked slow (dbt builds, Airflow runs, a trained model)
 # or integration (the S3 + Postgres variants). `make test` still runs everything.
 .PHONY: test-fast
-test-fast: $(STAMP) ## Run the quick tests only (about a minute)
+test-fast: $(STAMP) system-deps ## Run the quick tests only (a few minutes)
 	$(RUN)/pytest -m "not slow and not integration"
 
 .PHONY: lint
