@@ -122,6 +122,11 @@ lint: $(STAMP) ## ruff (lint + format), mypy, the layer contract (import-linter)
 	$(RUN)/lint-imports
 	$(RUN)/sqlfluff lint dbt_project
 
+# The page is compared with the code by tests/core/test_settings_doc.py: a new setting needs a run.
+.PHONY: docs-config
+docs-config: $(STAMP) ## Regenerate docs/configuration.md from the settings object
+	$(RUN)/python -m core.settings_doc docs/configuration.md
+
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmark scripts (prints figures; not part of test)
 	$(RUN)/python bench/ingest.py

