@@ -65,8 +65,8 @@ def embedded_month(workdir: Path) -> float:
 
 def stack_months(env: dict[str, str]) -> dict[str, float]:
     """Seconds of each backfilled month's run on the stack, by Airflow's run records."""
-    from lab.stack import jobs
-    from lab.stack.runtime import Stack
+    from stack import jobs
+    from stack.runtime import Stack
 
     stack = Stack(Settings(home=Path(env["LAB_HOME"]), pg_database=env["LAB_PG_DATABASE"]))  # type: ignore[call-arg]
     jobs.start_backfill(stack, "flights_monthly", date(2013, 1, 1), date(2013, 3, 1))
@@ -133,7 +133,7 @@ def throughput(env: dict[str, str], workers: int, flights: list[dict], requests:
 
 def stop_airflow(stack: Any) -> None:
     """Stop Airflow's components and workers: on a real deployment they run on other hosts than the API."""
-    from lab.stack import supervisor
+    from stack import supervisor
 
     rpc = supervisor.client(stack)
     for group in sorted({info["group"] for info in supervisor.processes(stack).values()}):
@@ -198,8 +198,8 @@ def main() -> None:
             windows = ["env", "LAB_VALIDATION_MONTHS=1", "LAB_TEST_MONTHS=1"]
             for step in ([*windows, LAB, "train"], [LAB, "promote"]):
                 subprocess.run([LAB, "stack", "run", "lab", "--", *step], env=env, check=True, capture_output=True)
-            from lab.stack.runtime import Stack
             from serving.examples import real_flight_requests
+            from stack.runtime import Stack
 
             stack = Stack(Settings(home=Path(env["LAB_HOME"]), pg_database=env["LAB_PG_DATABASE"]))  # type: ignore[call-arg]
             flights = real_flight_requests(stack.pipeline_settings(), 500, "2013-03-15")

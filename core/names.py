@@ -27,7 +27,7 @@ MODEL_NAME = "flight_delay"
 CHAMPION = "champion"  # the alias the API serves
 CHALLENGER = "challenger"  # the alias every new model gets
 # The tracking server's identity of the promotion gate: on the full stack, the only one
-# allowed to set or delete any other alias (ml/tracking_server.py).
+# allowed to set or delete any other alias (stack/tracking_server.py).
 MLFLOW_PROMOTER = "promote"
 
 # MLflow tags the training run, the gate and the readers share.

@@ -182,7 +182,7 @@ class Settings(BaseSettings):
         description="The MLflow experiment training logs to; `lab monitor` logs to the same name with "
         "`-monitoring` appended.",
     )
-    # On the full stack the promoter identity alone may move the champion (ml/tracking_server.py).
+    # On the full stack the promoter identity alone may move the champion (stack/tracking_server.py).
     mlflow_username: str = Field(
         default="",
         description="Who this process is to a tracking server with authentication (the full stack's "

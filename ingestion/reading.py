@@ -294,7 +294,7 @@ class _JsonLine:
 def _json_lines(stream: IO[bytes]) -> Iterator[_JsonLine]:
     """Every non-blank line of a JSONL stream, parsed; a line that is not a JSON object is rejected, not raised."""
     # A pyarrow file has no readline(); a buffered reader over it does.
-    lines: Iterable[bytes] = io.BufferedReader(stream) if isinstance(stream, pa.NativeFile) else stream  # type: ignore[arg-type]
+    lines: Iterable[bytes] = io.BufferedReader(stream) if isinstance(stream, pa.NativeFile) else stream
     for number, raw in enumerate(lines, start=1):
         try:
             text = raw.decode("utf-8").rstrip("\r\n")

@@ -93,7 +93,7 @@ def roc_auc(pos: np.ndarray, at: np.ndarray, below: np.ndarray, n: int) -> np.nd
     below_pos = np.cumsum(pos, axis=1) - pos
     wins = (pos * ((below - below_pos) + 0.5 * (at - pos))).sum(axis=1)
     positives = pos.sum(axis=1)
-    return wins / (positives * (n - positives))  # type: ignore[no-any-return]
+    return wins / (positives * (n - positives))
 
 
 def average_precision(pos: np.ndarray, below: np.ndarray, n: int) -> np.ndarray:
@@ -107,7 +107,7 @@ def average_precision(pos: np.ndarray, below: np.ndarray, n: int) -> np.ndarray:
     positives = pos.sum(axis=1)
     tp = positives[:, None] - below_pos
     precision = tp / np.maximum(n - below, 1)  # a hit group flags at least its own rows
-    return (precision * pos).sum(axis=1) / positives  # type: ignore[no-any-return]
+    return (precision * pos).sum(axis=1) / positives
 
 
 class _Scored:

@@ -137,7 +137,7 @@ class Recorder:
             raise self._failed("before answering") from None
         if kind == "error":
             raise _failure_in_recorder(value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def __enter__(self) -> Recorder:
         return self

@@ -48,7 +48,7 @@ class Monitored:
     def months(self, month: str | None) -> list[dict[str, Any]]:
         """The summary rows of one month (or all), in month order."""
         rows = self.summary if month is None else self.summary[self.summary["prediction_month"] == month]
-        return rows.sort_values(["prediction_month", "model_version"]).to_dict("records")  # type: ignore[no-any-return]
+        return rows.sort_values(["prediction_month", "model_version"]).to_dict("records")
 
     def judged(self, champion: str | None, month: str | None, min_predictions: int) -> list[dict[str, Any]]:
         """The rows the rules judge: the champion's, of ``month`` or else of its latest full month.

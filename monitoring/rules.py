@@ -73,7 +73,7 @@ def decide(rows: list[dict[str, Any]], settings: Settings) -> RetrainDecision:
     for trigger in ("performance", "drift"):
         fired = [(month, reason) for month, t, reason in verdicts if t == trigger]
         if fired:
-            return RetrainDecision(True, trigger, fired[0][1], tuple(sorted({m for m, _ in fired})))  # type: ignore[arg-type]
+            return RetrainDecision(True, trigger, fired[0][1], tuple(sorted({m for m, _ in fired})))
     if not verdicts:
         return RetrainDecision(False, "none", "no month of the serving model to judge yet", ())
     return RetrainDecision(False, "none", f"no rule fired; latest: {verdicts[-1][2]}", ())

@@ -196,7 +196,7 @@ def _settle_heap() -> None:
 
 def get_services(request: Request) -> Services:
     """The app's services, set on ``app.state`` by its lifespan."""
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

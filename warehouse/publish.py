@@ -54,7 +54,7 @@ def _raw_tables(settings: Settings) -> list[PublishedTable]:
         snapshot = table.current_snapshot()
         if snapshot is None:
             continue
-        rows = int((snapshot.summary or {}).get("total-records", 0))  # type: ignore[union-attr]
+        rows = int((snapshot.summary or {}).get("total-records", 0))
         tables.append(PublishedTable(name, snapshot.snapshot_id, table.metadata_location, rows))
     if not tables:
         raise LabError("the lake has no loaded tables; run `lab ingest` first")

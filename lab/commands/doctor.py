@@ -142,7 +142,7 @@ def _prediction_log(settings: Settings) -> Finding:
 
 
 def _airflow(settings: Settings) -> Finding:
-    from lab.stack.health import airflow_components
+    from stack.health import airflow_components
 
     url = f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health"
     states = airflow_components(settings.airflow_port)

@@ -12,7 +12,7 @@ from lab.context import settings_for
 
 
 def _stack(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from lab.stack.runtime import Stack
+    from stack.runtime import Stack
 
     return Stack(settings_for(ctx))
 
@@ -24,8 +24,8 @@ def up_command(
     ] = None,
 ) -> None:
     """Start every service in compose's order, each once what it depends on is healthy."""
-    from lab.stack import lifecycle
-    from lab.stack.services import by_name
+    from stack import lifecycle
+    from stack.services import by_name
 
     stack = _stack(ctx)
     for name in services or []:
@@ -53,7 +53,7 @@ def down_command(
     Postgres keeps its databases; moto's S3 stand-in keeps objects in memory only, so the
     lake's files and MLflow's artifacts are gone: start again with --volumes.
     """
-    from lab.stack import lifecycle
+    from stack import lifecycle
 
     lifecycle.down(_stack(ctx), volumes=volumes)
     output.note("stack stopped" + (", its databases and folder removed" if volumes else ""))
@@ -65,8 +65,8 @@ def status_command(ctx: typer.Context) -> None:
 
 
 def _status_table(stack) -> None:  # type: ignore[no-untyped-def]
-    from lab.stack import lifecycle
-    from lab.stack.services import by_name
+    from stack import lifecycle
+    from stack.services import by_name
 
     table = output.table("service", "processes", "health", "note", title="stack")
     for row in lifecycle.status(stack):
@@ -97,8 +97,8 @@ def run_command(
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
 ) -> None:
     """Run a command as a service of the stack, like `docker compose run --rm <service> <command>`."""
-    from lab.stack.lifecycle import run_service
-    from lab.stack.services import by_name
+    from stack.lifecycle import run_service
+    from stack.services import by_name
 
     try:
         by_name(service)
@@ -114,7 +114,7 @@ def exec_command(
     replica: Annotated[int, typer.Option()] = 1,
 ) -> None:
     """(The supervisor's program command.) Become the service: its environment, then its command."""
-    from lab.stack.lifecycle import exec_service
+    from stack.lifecycle import exec_service
 
     exec_service(_stack(ctx), service, replica)
 
@@ -129,7 +129,7 @@ def backfill_command(
     from collections import Counter
 
     from core.months import month_index, month_start
-    from lab.stack import jobs
+    from stack import jobs
 
     stack = _stack(ctx)
     start, end = month_index(first), month_index(last)

@@ -33,7 +33,7 @@ def test_the_layers_contract_holds_and_catches_an_upward_import(tmp_path: Path) 
     copy = _copy_of_the_packages(tmp_path)
     clean = _lint(copy)
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert "1 kept, 0 broken" in clean.stdout
+    assert "2 kept, 0 broken" in clean.stdout
 
     # core is the floor: reaching up into ingestion, even inside a function, breaks the contract.
     with (copy / "core" / "months.py").open("a") as module:
@@ -41,3 +41,19 @@ def test_the_layers_contract_holds_and_catches_an_upward_import(tmp_path: Path) 
     broken = _lint(copy)
     assert broken.returncode != 0
     assert "BROKEN" in broken.stdout and "core.months -> ingestion.loader" in broken.stdout
+
+
+def test_the_stack_layer_is_enforced(tmp_path: Path) -> None:
+    """The stack runtime may not reach into what it deploys, nor may the services import the stack."""
+    copy = _copy_of_the_packages(tmp_path)
+    # The stack running the trainer itself: the forbidden contract catches it.
+    with (copy / "stack" / "health.py").open("a") as module:
+        module.write("\n\ndef _runs_code() -> None:\n    from ml.train import train  # noqa: F401\n")
+    # A service depending on the runtime that starts it: the layers catch it.
+    with (copy / "serving" / "limits.py").open("a") as module:
+        module.write("\n\ndef _upward() -> None:\n    from stack.runtime import Stack  # noqa: F401\n")
+    broken = _lint(copy)
+    assert broken.returncode != 0
+    assert "0 kept, 2 broken" in broken.stdout, broken.stdout
+    assert "stack.health -> ml.train" in broken.stdout
+    assert "serving.limits -> stack.runtime" in broken.stdout

@@ -102,9 +102,9 @@ def test_dependencies_wait_for_health_or_completion() -> None:
 
 def test_compose_and_lab_stack_follow_one_service_table() -> None:
     """The same services, dependencies, replicas and one-shots in compose.yaml as in `lab stack`'s table."""
-    from lab.stack.health import CHECKS
-    from lab.stack.services import SERVICES as TABLE
-    from lab.stack.services import start_order
+    from stack.health import CHECKS
+    from stack.services import SERVICES as TABLE
+    from stack.services import start_order
 
     assert [service.name for service in TABLE] == list(SERVICES)  # the same names, in the same order
     for row in TABLE:

@@ -20,8 +20,8 @@ import redis
 
 from core.processes import free_port, port_answers
 from core.settings import Settings
-from lab.stack import supervisor
-from lab.stack.runtime import Stack
+from stack import supervisor
+from stack.runtime import Stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

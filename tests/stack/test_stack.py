@@ -31,8 +31,8 @@ import pytest
 from source_csv import raw_flights
 
 from core.settings import PROJECT_ROOT, Settings
-from lab.stack import jobs, supervisor
-from lab.stack.runtime import Stack
+from stack import jobs, supervisor
+from stack.runtime import Stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -7,7 +7,7 @@ environment (compose's .env names):
   the registered model, so it registers versions and tags them, and names
   its new version ``challenger``;
 - ``promote`` (``MLFLOW_PROMOTE_PASSWORD``): the gate; EDIT on the registered
-  model, and (``ml/tracking_server.py``) the only identity that may move
+  model, and (``stack/tracking_server.py``) the only identity that may move
   ``champion``;
 - ``serve`` (``MLFLOW_SERVE_PASSWORD``): the API; reads, as every signed-in
   identity does (``default_permission = READ`` in docker/mlflow-auth.ini).
@@ -30,7 +30,7 @@ ADMIN = "admin"
 PIPELINE, SERVE = "pipeline", "serve"
 IDENTITIES = (PIPELINE, MLFLOW_PROMOTER, SERVE)
 # Who may write the registered model (EDIT): register versions, tag them, set aliases
-# (which aliases, ml/tracking_server.py decides).
+# (which aliases, stack/tracking_server.py decides).
 MODEL_WRITERS = (PIPELINE, MLFLOW_PROMOTER)
 
 

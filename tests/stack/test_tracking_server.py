@@ -2,7 +2,7 @@
 
 A real `mlflow server` with the stack's app (``--app-name lab-auth``) and the
 stack's settings file (docker/mlflow-auth.ini), its stores on a fresh Postgres
-database, provisioned by lab/stack/mlflow_access.py as `lab stack up` does.
+database, provisioned by stack/mlflow_access.py as `lab stack up` does.
 The same checks against MLflow's own basic-auth app show what the rule adds:
 there, the pipeline's identity could set the champion itself.
 """
@@ -25,9 +25,9 @@ from pydantic import SecretStr
 from core.names import CHALLENGER, CHAMPION, MLFLOW_PROMOTER
 from core.processes import free_port, stop, wait_until_answering
 from core.settings import Settings
-from lab.stack.mlflow_access import PIPELINE, SERVE, provision
-from lab.stack.runtime import MLFLOW_AUTH_INI
 from ml.tracking import configure_mlflow, use_experiment
+from stack.mlflow_access import PIPELINE, SERVE, provision
+from stack.runtime import MLFLOW_AUTH_INI
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

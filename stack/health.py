@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from lab.stack.runtime import Stack
+from stack.runtime import Stack
 
 
 def _http(url: str) -> str | None:
@@ -93,7 +93,7 @@ def airflow_worker(stack: Stack) -> str | None:
     """Every worker replica answers a Celery ping through the broker."""
     from celery import Celery
 
-    from lab.stack.services import by_name
+    from stack.services import by_name
 
     state = stack.state()
     app = Celery(broker=state.redis_url, broker_transport_options={"global_keyprefix": state.redis_key_prefix})

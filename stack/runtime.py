@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
 from core.errors import LabError
 from core.files import write_private
 from core.processes import free_port, port_answers
 from core.settings import PROJECT_ROOT, Settings
-from lab.stack.mlflow_access import ADMIN, IDENTITIES, password_variable
+from stack.mlflow_access import ADMIN, IDENTITIES, password_variable
 
 # The job roles of docker/postgres-init.sql and docker/minio-init.sh, and what else .env.example holds.
 ROLES = ("ingest", "transform", "monitor", "serve", "mlflow", "airflow", "pipeline")
@@ -31,7 +33,7 @@ SECRET_NAMES = (
     *(f"PG_{role.upper()}_PASSWORD" for role in ROLES),
     *(f"S3_{role.upper()}_SECRET_KEY" for role in ROLES if role != "airflow"),
     "POSTGRES_PASSWORD",  # the embedded server's superuser (a server of the machine keeps its own)
-    # The tracking server's identities (lab/stack/mlflow_access.py) and its session key.
+    # The tracking server's identities (stack/mlflow_access.py) and its session key.
     *(password_variable(identity) for identity in (ADMIN, *IDENTITIES)),
     "MLFLOW_FLASK_SECRET_KEY",
     "AIRFLOW_ADMIN_PASSWORD",
@@ -296,7 +298,7 @@ class Stack:
             return [
                 str(bin_dir / "mlflow"),
                 "server",
-                *("--app-name", "lab-auth"),  # MLflow's basic-auth app and the alias rule: ml/tracking_server.py
+                *("--app-name", "lab-auth"),  # MLflow's basic-auth app and the alias rule: stack/tracking_server.py
                 *("--host", "127.0.0.1", "--port", str(state.mlflow_port), "--workers", "2"),
                 *("--serve-artifacts", "--artifacts-destination", "s3://mlflow/", "--allowed-hosts", hosts),
             ]
@@ -314,7 +316,14 @@ class _OnlyGiven(Settings):
     """Settings from the values given only: no LAB_* variable or .env file of the caller's leaks in."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **others):  # type: ignore[no-untyped-def,override]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
 

@@ -22,10 +22,10 @@ from core.errors import LabError
 from core.files import write_private
 from core.processes import free_port
 from core.settings import PROJECT_ROOT
-from lab.stack import supervisor
-from lab.stack.health import CHECKS
-from lab.stack.runtime import BUCKETS, ROLES, Stack, base_environment
-from lab.stack.services import Service, start_order, with_dependencies
+from stack import supervisor
+from stack.health import CHECKS
+from stack.runtime import BUCKETS, ROLES, Stack, base_environment
+from stack.services import Service, start_order, with_dependencies
 
 INIT_SQL = PROJECT_ROOT / "docker" / "postgres-init.sql"
 START_TIMEOUT = 240.0
@@ -158,7 +158,7 @@ def _airflow_init(stack: Stack) -> None:
 
 
 def _mlflow_init(stack: Stack) -> None:
-    run_service(stack, "mlflow-init", [sys.executable, "-m", "lab.stack.mlflow_access"], quiet=True)
+    run_service(stack, "mlflow-init", [sys.executable, "-m", "stack.mlflow_access"], quiet=True)
 
 
 ONE_SHOTS = {"minio-init": create_buckets, "mlflow-init": _mlflow_init, "airflow-init": _airflow_init}
@@ -250,7 +250,7 @@ def down(stack: Stack, *, volumes: bool = False) -> None:
             host=state.pg_host, port=state.pg_port, user=state.pg_superuser, dbname="postgres", autocommit=True
         ) as conn:
             for database in stack.databases().values():
-                conn.execute(f'drop database if exists "{database}" with (force)')  # type: ignore[arg-type]
+                conn.execute(f'drop database if exists "{database}" with (force)')
     shutil.rmtree(stack.root)
 
 
@@ -287,7 +287,7 @@ def exec_service(stack: Stack, service: str, replica: int) -> None:
     if service == "airflow-worker":
         # Two workers on one machine: each its own name on the task instances, its own log server port.
         env["LAB_STACK_WORKER"] = f"worker-{replica}"
-        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "lab.stack.hostname.hostname"
+        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "stack.hostname.hostname"
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
     argv = stack.command(service, replica)
     os.chdir(Path(PROJECT_ROOT))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import LabError
-from lab.stack.runtime import Stack, base_environment
-from lab.stack.services import by_name, start_order
+from stack.runtime import Stack, base_environment
+from stack.services import by_name, start_order
 
 
 def config_path(stack: Stack) -> Path:

@@ -4,7 +4,7 @@ The backfill is Airflow's own (`airflow backfill create`, run as the `lab`
 tools service); the running scheduler queues its tasks on Redis and the Celery
 workers run them. What happened is read back from Airflow's metadata database
 as its own role: each task instance's state, try and host (a worker names
-itself ``worker-N@<host>``, see ``lab/stack/hostname.py``).
+itself ``worker-N@<host>``, see ``stack/hostname.py``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from datetime import date
 from pathlib import Path
 
 from core.errors import LabError
-from lab.stack.lifecycle import run_service
-from lab.stack.runtime import Stack
+from stack.lifecycle import run_service
+from stack.runtime import Stack
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def query(stack: Stack, sql: str, *params: object) -> list[tuple[object, ...]]:
 
     url = stack.pg_url("airflow", stack.databases()["airflow"])
     with psycopg.connect(url, connect_timeout=5) as conn:
-        return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+        return list(conn.execute(sql, params).fetchall())
 
 
 def backfill_runs(stack: Stack, dag_id: str) -> dict[str, str]:
