@@ -51,13 +51,15 @@ def render_page(
     local_storage: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     until: str | None = None,
+    element: str | None = None,
 ) -> str:
     """Open ``url`` (with ``cookie`` and ``local_storage`` set for its origin), wait for ``expect``, save a PNG.
 
     ``headers`` go with every request of the page (a basic-auth ``Authorization``, as
     the browser's own sign-in dialog would send it). ``until``, a JavaScript expression,
     must also be true before the page counts as rendered: text can show before a script
-    has drawn it (a diagram's source is text too).
+    has drawn it (a diagram's source is text too). ``element``, a CSS selector, saves only
+    that element, wherever it is on the page, instead of the window.
 
     Returns the page's text. Raises TimeoutError when ``expect`` never shows.
     """
@@ -107,7 +109,15 @@ def render_page(
                     check = tools.call("Runtime.evaluate", session, expression=f"Boolean({until})")
                     ready = check.get("result", {}).get("value") is True
             time.sleep(2)  # let the page finish painting (graphs lay out after their text appears)
-            shot = tools.call("Page.captureScreenshot", session, format="png")
+            clip: dict[str, Any] = {}
+            if element is not None:
+                box = f"JSON.stringify(document.querySelector({json.dumps(element)}).getBoundingClientRect())"
+                rect = json.loads(tools.call("Runtime.evaluate", session, expression=box)["result"]["value"])
+                scroll = tools.call("Runtime.evaluate", session, expression="[scrollX, scrollY]", returnByValue=True)
+                left, top = scroll["result"]["value"]
+                area = {"x": rect["x"] + left, "y": rect["y"] + top, "width": rect["width"], "height": rect["height"]}
+                clip = {"clip": {**area, "scale": 1}, "captureBeyondViewport": True}
+            shot = tools.call("Page.captureScreenshot", session, format="png", **clip)
             screenshot.write_bytes(base64.b64decode(shot["data"]))
             tools.socket.close()
             return text
