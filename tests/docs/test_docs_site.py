@@ -16,6 +16,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,7 +44,36 @@ def test_readme_is_a_first_screen_with_the_architecture_diagram() -> None:
     assert len(readme.splitlines()) <= 200
     assert "```mermaid\n" in readme
     for name in ("Iceberg", "MLflow", "FastAPI"):
-        assert name in readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
+        assert name in _mermaid(readme)
+
+
+def _mermaid(text: str) -> str:
+    return text.split("```mermaid\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_site_s_home_draws_the_readme_s_diagram() -> None:
+    assert _mermaid((ROOT / "docs" / "index.md").read_text()) == _mermaid((ROOT / "README.md").read_text())
+
+
+def test_the_readme_lists_every_lab_command_and_make_target() -> None:
+    import typer.main
+
+    from lab.main import app
+
+    def commands(group: Any, prefix: str) -> Iterator[str]:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):  # a group of commands (lab lake, lab stack)
+                yield from commands(command, f"{prefix} {name}")
+            elif not command.hidden:
+                yield f"{prefix} {name}"
+
+    readme = (ROOT / "README.md").read_text()
+    cli = typer.main.get_command(app)
+    missing = [name for name in commands(cli, "lab") if f"| `{name}" not in readme]
+    assert not missing
+    targets = re.findall(r"^([a-z-]+):.*?## ", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert "docs" in targets
+    assert not [target for target in targets if f"| `make {target}` |" not in readme]
 
 
 def test_every_page_in_the_nav_exists_and_every_link_between_pages_resolves() -> None:
