@@ -6,7 +6,7 @@ Prints, in one run on this machine:
   answers a burst of single-flight ``POST /predict`` from ``--concurrency``
   clients; after ``--kill-after`` 200s it is killed with SIGKILL. Then the
   200s are matched by prediction_id against the rows in the log database and
-  the spool: ``lost`` is answered but in neither (the figure the README's
+  the spool: ``lost`` is answered but in neither (the figure docs/serving.md's
   loss bound quotes), ``extra`` is logged but never answered (the request was
   cut off after its row was queued). ``backlog`` is what ``/ready`` reported
   just before the kill (rows in memory only). Once with the database up, once

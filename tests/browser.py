@@ -50,11 +50,16 @@ def render_page(
     cookie: dict[str, str] | None = None,
     local_storage: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    until: str | None = None,
+    element: str | None = None,
 ) -> str:
     """Open ``url`` (with ``cookie`` and ``local_storage`` set for its origin), wait for ``expect``, save a PNG.
 
     ``headers`` go with every request of the page (a basic-auth ``Authorization``, as
-    the browser's own sign-in dialog would send it).
+    the browser's own sign-in dialog would send it). ``until``, a JavaScript expression,
+    must also be true before the page counts as rendered: text can show before a script
+    has drawn it (a diagram's source is text too). ``element``, a CSS selector, saves only
+    that element, wherever it is on the page, instead of the window.
 
     Returns the page's text. Raises TimeoutError when ``expect`` never shows.
     """
@@ -92,16 +97,27 @@ def render_page(
                     script = f"localStorage.setItem({json.dumps(key)}, {json.dumps(value)})"
                     tools.call("Runtime.evaluate", session, expression=script)
             tools.call("Page.navigate", session, url=url)
-            deadline, text = time.monotonic() + 60, ""
-            while expect not in text:
+            deadline, text, ready = time.monotonic() + 60, "", until is None
+            while expect not in text or not ready:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url} never showed {expect!r}; it shows: {text[:2000]!r}")
+                    raise TimeoutError(f"{url} never showed {expect!r} (until={until!r}); it shows: {text[:2000]!r}")
                 time.sleep(0.5)
                 result = tools.call("Runtime.evaluate", session, expression="document.body.innerText")
                 # One space for any run of white space: UIs put no-break spaces inside labels ("@\xa0champion").
                 text = re.sub(r"\s+", " ", str(result.get("result", {}).get("value", "")))
+                if until is not None:
+                    check = tools.call("Runtime.evaluate", session, expression=f"Boolean({until})")
+                    ready = check.get("result", {}).get("value") is True
             time.sleep(2)  # let the page finish painting (graphs lay out after their text appears)
-            shot = tools.call("Page.captureScreenshot", session, format="png")
+            clip: dict[str, Any] = {}
+            if element is not None:
+                box = f"JSON.stringify(document.querySelector({json.dumps(element)}).getBoundingClientRect())"
+                rect = json.loads(tools.call("Runtime.evaluate", session, expression=box)["result"]["value"])
+                scroll = tools.call("Runtime.evaluate", session, expression="[scrollX, scrollY]", returnByValue=True)
+                left, top = scroll["result"]["value"]
+                area = {"x": rect["x"] + left, "y": rect["y"] + top, "width": rect["width"], "height": rect["height"]}
+                clip = {"clip": {**area, "scale": 1}, "captureBeyondViewport": True}
+            shot = tools.call("Page.captureScreenshot", session, format="png", **clip)
             screenshot.write_bytes(base64.b64decode(shot["data"]))
             tools.socket.close()
             return text

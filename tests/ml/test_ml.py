@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 def test_gradient_boosting_beats_the_baseline_on_the_test_window(trained: tuple[Settings, TrainResult]) -> None:
     _, result = trained
     metrics, test = result.metrics, result.test
-    # Thresholds below the measured figures (see the README), with room for
+    # Thresholds below the figures `lab train` prints (docs/training.md), with room for
     # library-version noise, not for a model that stopped learning.
     assert test["roc_auc"].value > 0.72
     assert test["roc_auc"].value > metrics["baseline_test_roc_auc"] + 0.03
