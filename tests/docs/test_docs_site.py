@@ -27,11 +27,10 @@ GENERATED = "configuration.md"  # written by `make docs-config`, not by hand
 
 
 class _Loader(yaml.SafeLoader):
-    """mkdocs.yml's own tags (a Python name, an environment variable) read as plain values."""
+    """mkdocs.yml's own tag (a Python name) read as a plain value."""
 
 
 _Loader.add_multi_constructor("tag:yaml.org,2002:python/name:", lambda loader, suffix, node: suffix)
-_Loader.add_constructor("!ENV", lambda loader, node: None)
 
 
 def _nav_pages() -> list[str]:
