@@ -116,7 +116,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.mark.slow
 def test_the_architecture_diagram_renders_offline_in_chromium(site: str, tmp_path: Path) -> None:
-    from browser import render_page
+    from tests.helpers.browser import render_page
 
     html = urllib.request.urlopen(f"{site}/", timeout=30).read().decode()
     # Material loads mermaid from a CDN for the class `mermaid`; this page uses its own class

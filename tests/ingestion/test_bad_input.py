@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import textwrap
 import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from ingestion.loader import LoadResult, ingest
 from ingestion.reading import read_batches
 from ingestion.status import quarantined_rows
 from ingestion.storage import open_catalog
+from tests.helpers.declarations import declare
 
 EVENTS = """
 name: events
@@ -51,13 +51,6 @@ def events(settings: Settings, body: str, *, fmt: str = "csv", name: str = "even
     data = settings.home.parent / name
     data.write_text(f"{HEADER}\n{body}" if fmt == "csv" else body)
     return declare(settings, EVENTS.format(path=data, format=fmt))
-
-
-def declare(settings: Settings, text: str, source: str = "events") -> SourceDeclaration:
-    folder = settings.sources_dirs[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "custom.yml").write_text(textwrap.dedent(text))
-    return load_declarations(settings.sources_dirs)[source]
 
 
 def lenient(settings: Settings) -> Settings:

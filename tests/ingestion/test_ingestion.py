@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import random
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from fingerprints import lake_fingerprint
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
@@ -26,6 +24,8 @@ from ingestion.status import lake_status, quarantined_rows
 from ingestion.storage import ObjectStore, open_catalog
 from ingestion.tables import ensure_table, evolve_schema
 from ingestion.writer import DataFileWriter, project
+from tests.helpers.declarations import declare
+from tests.helpers.fingerprints import lake_fingerprint
 
 EVENTS_DECLARATION = """
 name: events
@@ -50,14 +50,6 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-def declare(settings: Settings, text: str) -> SourceDeclaration:
-    folder = settings.sources_dirs[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    decl_file = folder / "custom.yml"
-    decl_file.write_text(textwrap.dedent(text))
-    return load_declarations(settings.sources_dirs)["events"]
 
 
 def events_source(settings: Settings, rows: list[list[str]], header: list[str] | None = None) -> SourceDeclaration:

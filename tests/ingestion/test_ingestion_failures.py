@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from fingerprints import lake_fingerprint
 from pyiceberg.exceptions import CommitFailedException
 
 import core.retry as retry
@@ -22,6 +21,7 @@ from ingestion.declarations import load_declarations
 from ingestion.loader import ingest
 from ingestion.status import quarantined_rows
 from ingestion.storage import open_catalog
+from tests.helpers.fingerprints import lake_fingerprint
 
 # The child loads one month and, once its data files are written, stops right
 # before the commit (announcing it through a marker file) so it can be killed there.

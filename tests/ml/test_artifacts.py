@@ -6,13 +6,13 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from hostile import RunsACommand
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
 from core.settings import Settings
 from ml.artifacts import ModelRefused, load_model
 from ml.tracking import configure_mlflow
+from tests.helpers.hostile import RunsACommand
 
 
 class UnlistedEstimator(ClassifierMixin, BaseEstimator):

@@ -220,7 +220,7 @@ def test_a_window_the_tuning_chose_on_means_no_decision(gate: Gate) -> None:
 
 
 def test_a_challenger_that_would_run_code_is_rejected_unloaded(gate: Gate, tmp_path: Path) -> None:
-    from hostile import register_code_running_model
+    from tests.helpers.hostile import register_code_running_model
 
     _with_champion(gate, gate.gbm.model_version)
     marker = tmp_path / "pwned"

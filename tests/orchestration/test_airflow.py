@@ -9,7 +9,6 @@ from __future__ import annotations
 import stat
 
 import pytest
-from fingerprints import fingerprint, mart_fingerprints
 
 from core.names import WAREHOUSE_POOL
 from core.processes import free_port
@@ -17,6 +16,7 @@ from core.settings import Settings
 from orchestration import airflow as af
 from orchestration.dbt_group import model_task_id
 from orchestration.steps import ingest_month
+from tests.helpers.fingerprints import fingerprint, mart_fingerprints
 from warehouse.dbt import mart_relations, model_relations
 from warehouse.query import query
 

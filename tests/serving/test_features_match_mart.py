@@ -20,16 +20,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from test_serving import _request
 
 from core.settings import Settings
 from ml.data import is_feature
-from ml.registry import promote
 from serving import features as features_module
 from serving.app import create_app
 from serving.deps import Services
 from serving.features import HISTORY_WINDOW_DAYS, SERVED_FEATURES, OnlineFeatures
 from serving.schemas import FlightRequest
+from tests.helpers.predict import predict_body
 from warehouse.dbt import mart_relations
 from warehouse.query import query
 
@@ -40,22 +39,15 @@ SEED = 14
 
 
 @pytest.fixture(scope="module")
-def served(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
-    settings, result = trained
-    promote(settings, result.model_version)
-    log_url = f"sqlite:///{tmp_path_factory.mktemp('match') / 'predictions.db'}"
-    return settings.model_copy(update={"prediction_log_url": log_url, "serve_poll_seconds": 0.0})
-
-
-@pytest.fixture(scope="module")
-def mart_rows(served: Settings) -> list[dict[str, Any]]:
+def mart_rows(served: tuple[Settings, Any]) -> list[dict[str, Any]]:
     """SAMPLE flights of the training mart drawn at random (seeded), with what a request needs from staging."""
-    mart = mart_relations(served)["training_flights"]
-    ids = query(served, f"select flight_id from {mart} order by flight_id").column("flight_id").to_pylist()
+    settings, _ = served
+    mart = mart_relations(settings)["training_flights"]
+    ids = query(settings, f"select flight_id from {mart} order by flight_id").column("flight_id").to_pylist()
     chosen = random.Random(SEED).sample(ids, SAMPLE)
     listed = ", ".join(f"'{flight_id}'" for flight_id in chosen)  # md5 hex keys: safe to inline
     rows = query(
-        served,
+        settings,
         f"""
         select t.*, s.tailnum, s.flight_number
         from {mart} as t
@@ -87,7 +79,7 @@ def _mismatches(assembled: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
 
 
 def _assemble(features: OnlineFeatures, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {row["flight_id"]: features.assemble(FlightRequest.model_validate(_request(row)))[0] for row in rows}
+    return {row["flight_id"]: features.assemble(FlightRequest.model_validate(predict_body(row)))[0] for row in rows}
 
 
 def test_the_mart_has_no_feature_the_api_cannot_build(mart_rows: list[dict[str, Any]]) -> None:
@@ -99,31 +91,33 @@ def test_the_mart_has_no_feature_the_api_cannot_build(mart_rows: list[dict[str, 
     assert SERVED_FEATURES - columns == set()
 
 
-def test_the_window_is_dbt_s(served: Settings) -> None:
+def test_the_window_is_dbt_s(served: tuple[Settings, Any]) -> None:
     import yaml
 
-    project = yaml.safe_load((served.dbt_project_dir / "dbt_project.yml").read_text())
+    settings, _ = served
+    project = yaml.safe_load((settings.dbt_project_dir / "dbt_project.yml").read_text())
     assert project["vars"]["history_window_days"] == HISTORY_WINDOW_DAYS
 
 
-def test_api_features_equal_the_mart_s(served: Settings, mart_rows: list[dict[str, Any]]) -> None:
-    with TestClient(create_app(served)) as client:
+def test_api_features_equal_the_mart_s(served: tuple[Settings, Any], mart_rows: list[dict[str, Any]]) -> None:
+    settings, _ = served
+    with TestClient(create_app(settings)) as client:
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         assert services.snapshot is not None
         features = services.snapshot.features  # the object /predict reads
-        assert features.horizon_minutes == served.prediction_horizon_minutes
+        assert features.horizon_minutes == settings.prediction_horizon_minutes
         assert _mismatches(_assemble(features, mart_rows), mart_rows) == []
 
         answers = {}
         for row in mart_rows:
-            response = client.post("/predict", json=_request(row))
+            response = client.post("/predict", json=predict_body(row))
             assert response.status_code == 200, response.text
             body = response.json()
             assert body["horizon_minutes"] == row["prediction_horizon_minutes"]
             assert datetime.fromisoformat(body["features_as_of"]) == row["predicted_at"]
             answers[body["prediction_id"]] = row["flight_id"]
     # What /predict scored is in the log (the lifespan's shutdown drained it).
-    with sa.create_engine(served.prediction_log_url).connect() as conn:
+    with sa.create_engine(settings.prediction_log_url).connect() as conn:
         logged = conn.execute(sa.text("select prediction_id, features from predictions")).all()
     by_flight = {answers[pid]: json.loads(features) for pid, features in logged if pid in answers}
     assert len(by_flight) == SAMPLE
@@ -131,15 +125,16 @@ def test_api_features_equal_the_mart_s(served: Settings, mart_rows: list[dict[st
 
 
 def test_the_comparison_finds_features_of_another_instant(
-    served: Settings, mart_rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    served: tuple[Settings, Any], mart_rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As of another horizon, or counting what is known exactly at P, the API's features are not the mart's."""
-    other = OnlineFeatures.load(served.model_copy(update={"prediction_horizon_minutes": 60}))
+    settings, _ = served
+    other = OnlineFeatures.load(settings.model_copy(update={"prediction_horizon_minutes": 60}))
     found = _mismatches(_assemble(other, mart_rows), mart_rows)
     assert len({flight for flight, *_ in found}) > SAMPLE // 2
     assert {"origin_departures_2h", "route_flights_window"} <= {name for _, name, *_ in found}
 
-    features = OnlineFeatures.load(served)
+    features = OnlineFeatures.load(settings)
     assert _mismatches(_assemble(features, mart_rows), mart_rows) == []
     monkeypatch.setattr(features_module, "KNOWN_BEFORE", "right")  # [start, P) becomes (start, P]
     found = _mismatches(_assemble(features, mart_rows), mart_rows)

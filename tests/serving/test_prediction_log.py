@@ -1,6 +1,6 @@
 """The prediction log cannot silently lose rows: its database is broken from under real bursts of requests.
 
-The API runs as a real process (``stand_in_api.py``: ``lab serve`` with a
+The API runs as a real process (``tests/helpers/stand_in_api.py``: ``lab serve`` with a
 stand-in model, so no training is needed); clients post real HTTP requests;
 the log's database is a real SQLite file or a real Postgres server, broken by a
 trigger that raises, by stopping the server, or by a path nothing can write.
@@ -31,16 +31,13 @@ import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
-from stand_in_api import flight
 
 from core.processes import free_port, stop, wait_until_answering
-from core.settings import Settings
+from core.settings import PROJECT_ROOT, Settings
 from serving.prediction_log import LogUnavailable, PredictionLog
 from serving.prediction_spool import Spool
 from serving.prediction_table import database_tag, describe_error, log_row, metadata
-
-STAND_IN = Path(__file__).with_name("stand_in_api.py")
-
+from tests.helpers.stand_in_api import flight
 
 # --- the harness: a real API process, a burst of clients, a Postgres the test can stop ----------------------
 
@@ -89,7 +86,8 @@ def running_api(settings: Settings, stderr: Path, *, need_ready: bool = True) ->
     port = free_port()
     with stderr.open("ab") as err:
         process = subprocess.Popen(
-            [sys.executable, str(STAND_IN), "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "tests.helpers.stand_in_api", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,  # where ``tests`` is found as a package
             env={**os.environ, **settings.to_env()},
             stdout=subprocess.DEVNULL,
             stderr=err,

@@ -9,21 +9,13 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from ml.artifacts import load_model
 from ml.data import prepare
-from ml.registry import promote
 from serving.app import create_app
 from serving.model_store import ServedModel
+from tests.helpers.predict import predict_body
 from warehouse.dbt import mart_relations
 from warehouse.query import query
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def served(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
-    settings, result = trained
-    promote(settings, result.model_version)
-    log_url = f"sqlite:///{tmp_path_factory.mktemp('serve') / 'predictions.db'}"
-    return settings.model_copy(update={"prediction_log_url": log_url, "serve_poll_seconds": 0.0}), result
 
 
 def _sample_flights(settings: Settings, n: int) -> list[dict]:  # type: ignore[type-arg]
@@ -41,18 +33,6 @@ def _sample_flights(settings: Settings, n: int) -> list[dict]:  # type: ignore[t
     return rows.to_pylist()
 
 
-def _request(row: dict) -> dict:  # type: ignore[type-arg]
-    minutes = row["departure_minute_of_day"]
-    return {
-        "carrier": row["carrier"],
-        "flight": row["flight_number"],
-        "tailnum": row["tailnum"],
-        "origin": row["origin"],
-        "dest": row["dest"],
-        "scheduled_departure": f"{row['flight_date']}T{minutes // 60:02d}:{minutes % 60:02d}:00",
-    }
-
-
 def test_api_probability_equals_the_model_on_the_mart_features(served) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
@@ -65,7 +45,7 @@ def test_api_probability_equals_the_model_on_the_mart_features(served) -> None: 
     categorical, numeric = feature_columns(frame)
     expected = model.predict_proba(frame[categorical + numeric])[:, 1]
     with TestClient(create_app(settings)) as client:
-        answers = [client.post("/predict", json=_request(row)) for row in flights]
+        answers = [client.post("/predict", json=predict_body(row)) for row in flights]
         assert client.get("/ready").json()["status"] == "ready"
     assert all(a.status_code == 200 for a in answers)
     for answer, want in zip(answers, expected, strict=True):
@@ -179,7 +159,7 @@ def test_a_replay_sends_a_real_day_in_schedule_order_and_the_log_holds_every_fli
 
 def test_batch_unknown_tailnum_and_bad_input(served) -> None:  # type: ignore[no-untyped-def]
     settings, _ = served
-    flight = _request(_sample_flights(settings, 1)[0])
+    flight = predict_body(_sample_flights(settings, 1)[0])
     with TestClient(create_app(settings)) as client:
         batch = client.post("/predict/batch", json={"flights": [flight, {**flight, "tailnum": "N0NE"}]})
         assert batch.status_code == 200
@@ -287,7 +267,7 @@ def test_a_huge_body_is_refused_at_once_while_health_answers(served) -> None:  #
         parts = urlparse(url)
         return socket.create_connection((parts.hostname, parts.port), timeout=10)
 
-    flights = [_request(row) for row in _sample_flights(settings, 1000)]
+    flights = [predict_body(row) for row in _sample_flights(settings, 1000)]
     with api_server(settings) as (url, _):
         poller = threading.Thread(target=poll_health, args=(url,))
         poller.start()
@@ -362,7 +342,7 @@ def test_sigterm_during_a_burst_logs_every_answer(served, tmp_path) -> None:  # 
     from serving.process import api_server
 
     settings = served[0].model_copy(update={"prediction_log_url": f"sqlite:///{tmp_path / 'log.db'}"})
-    flights = [_request(row) for row in _sample_flights(settings, 40)]
+    flights = [predict_body(row) for row in _sample_flights(settings, 40)]
     answered = threading.Event()
 
     def client(worker: int) -> int:
@@ -403,7 +383,7 @@ def test_new_champion_is_served_without_restart(served) -> None:  # type: ignore
 
     settings, good = served
     settings = settings.model_copy(update={"admin_token": SecretStr("s3cret-token")})
-    flight = _request(_sample_flights(settings, 1)[0])
+    flight = predict_body(_sample_flights(settings, 1)[0])
     other = train(settings, "baseline")  # registered; becomes champion by hand below
     client_ml = mlflow.MlflowClient()
     try:
@@ -426,14 +406,14 @@ def test_new_champion_is_served_without_restart(served) -> None:  # type: ignore
 def test_a_champion_that_would_run_code_is_refused_and_the_last_one_serves(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The alias moves to a pickled model whose load runs a command: nothing runs, v-before keeps serving."""
     import mlflow
-    from hostile import register_code_running_model
     from pydantic import SecretStr
 
     from core.names import CHAMPION
+    from tests.helpers.hostile import register_code_running_model
 
     settings, good = served
     settings = settings.model_copy(update={"admin_token": SecretStr("s3cret-token")})
-    flight = _request(_sample_flights(settings, 1)[0])
+    flight = predict_body(_sample_flights(settings, 1)[0])
     marker = tmp_path / "pwned"
     client_ml = mlflow.MlflowClient()
     evil = register_code_running_model(settings, marker)

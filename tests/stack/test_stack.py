@@ -28,11 +28,11 @@ import httpx
 import psycopg
 import pyarrow.compute as pc
 import pytest
-from source_csv import raw_flights
 
 from core.settings import PROJECT_ROOT, Settings
 from stack import jobs, supervisor
 from stack.runtime import Stack
+from tests.helpers.source_csv import raw_flights
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -218,7 +218,7 @@ def test_doctor_finds_every_service_of_the_stack_healthy(env: dict[str, str]) ->
 
 def test_airflow_s_graph_and_mlflow_s_model_page_render_in_chromium(stack: Stack, tmp_path: Path) -> None:
     """The running stack's UIs as a user opens them: the DAG's graph with its Cosmos group, the model's aliases."""
-    from browser import render_page
+    from tests.helpers.browser import render_page
 
     state = stack.state()
     airflow = f"http://127.0.0.1:{state.airflow_port}"

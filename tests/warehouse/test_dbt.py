@@ -9,10 +9,10 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pytest
-from fingerprints import fingerprint
-from source_csv import raw_flights
 
 from core.settings import Settings
+from tests.helpers.fingerprints import fingerprint
+from tests.helpers.source_csv import raw_flights
 from warehouse.dbt import mart_relations, run_dbt, target_dir
 from warehouse.query import query
 

@@ -1,6 +1,6 @@
 """The leakage test of issue 14: the mart's as-of features against an independent recomputation from the raw lake.
 
-tests/asof_reference.py recomputes every as-of feature of a seeded sample of flights from the raw Iceberg
+tests/helpers/asof_reference.py recomputes every as-of feature of a seeded sample of flights from the raw Iceberg
 tables, one flight at a time, sharing nothing with the models. The sample is random flights plus flights
 chosen where a leak would bite. The same check is then run on deliberately leaky copies of the dbt project,
 and must catch each leak in the features it touches: a check that never fails proves nothing.
@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from asof_reference import (
+
+from core.settings import Settings
+from tests.helpers.asof_reference import (
     COMPARED,
     WEATHER_VALUES,
     AsOfReference,
@@ -30,8 +32,6 @@ from asof_reference import (
     raw_tables,
     utc_instants,
 )
-
-from core.settings import Settings
 from warehouse.dbt import mart_relations, run_dbt
 from warehouse.query import query
 

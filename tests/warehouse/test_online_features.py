@@ -10,11 +10,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from fingerprints import fingerprint
 from pydantic import SecretStr
 
 from core.settings import Settings
 from serving.features import ONLINE_TABLES
+from tests.helpers.fingerprints import fingerprint
 from warehouse.dbt import mart_relations, target_dir
 from warehouse.online import (
     MANIFEST,

@@ -6,20 +6,15 @@ uvicorn and its signal handling, the app's lifespan, the services, the routes
 and the prediction log. Only ``Services.reload`` (which would read the
 registry and the marts) and MLflow's set-up are replaced.
 
-Run as ``python tests/serving/stand_in_api.py --host 127.0.0.1 --port N`` with
-the settings in ``LAB_*`` variables; or call ``install()`` in process.
+Run as ``python -m tests.helpers.stand_in_api --host 127.0.0.1 --port N`` from the
+project's root with the settings in ``LAB_*`` variables; or call ``install()`` in process.
 """
 
 from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 VERSION = "1"
 FEATURES_VERSION = "stand-in"
