@@ -105,8 +105,13 @@ def _json(proc: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
     return json.loads(lines[-1]) if lines else []
 
 
-def prepare(settings: Settings) -> None:
-    """Create or upgrade the metadata DB, the one-slot warehouse pool, and register the DAGs."""
+def prepare(settings: Settings, *, register: bool = True) -> None:
+    """Create or upgrade the metadata DB, the one-slot warehouse pool, and register the DAGs.
+
+    ``register=False`` leaves the DAGs unregistered: ``airflow dags test`` parses its
+    DAG file itself (and fails on its import errors), so a test run skips two
+    Airflow processes.
+    """
     from warehouse.dbt import ensure_manifest
 
     assert settings.airflow_home is not None
@@ -123,6 +128,8 @@ def prepare(settings: Settings) -> None:
     # DuckDB admits one writing process: every task that opens the file queues here.
     slots = "1" if settings.dbt_target == "duckdb" else "4"
     airflow(settings, "pools", "set", WAREHOUSE_POOL, slots, "tasks that open the warehouse")
+    if not register:
+        return
     airflow(settings, "dags", "reserialize")
     errors = _json(airflow(settings, "dags", "list-import-errors", "--output", "json"))
     if errors:
@@ -146,13 +153,37 @@ def dags_test(settings: Settings, dag_id: str, logical_date: str | None = None) 
 
 
 def task_runs(settings: Settings, dag_id: str) -> list[dict[str, str]]:
-    """Every task of the DAG's latest run: task_id, state, start_date, end_date (in run order)."""
-    runs = _json(airflow(settings, "dags", "list-runs", dag_id, "--output", "json"))
-    if not runs:
-        return []
-    run_id = max(runs, key=lambda r: r["run_after"] or "")["run_id"]
-    rows = _json(airflow(settings, "tasks", "states-for-dag-run", dag_id, run_id, "--output", "json"))
-    return sorted(rows, key=lambda r: r["start_date"] or "~")
+    """Every task of the DAG's latest run: task_id, state, start_date, end_date (ISO; in run order).
+
+    Read from the metadata database itself: ``airflow dags list-runs`` and
+    ``tasks states-for-dag-run`` would start two Airflow processes per DAG.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.airflow_database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "select task_id, state, start_date, end_date from task_instance where dag_id = :dag and run_id = "
+                    "(select run_id from dag_run where dag_id = :dag order by run_after desc, id desc limit 1)"
+                ),
+                {"dag": dag_id},
+            ).all()
+    finally:
+        engine.dispose()
+    runs = [
+        {"task_id": task, "state": state or "", "start_date": _iso(start), "end_date": _iso(end)}
+        for task, state, start, end in rows
+    ]
+    return sorted(runs, key=lambda r: r["start_date"] or "~")
+
+
+def _iso(value: object) -> str:
+    """A timestamp as ISO text; SQLite hands back the text it stores, Postgres a datetime."""
+    if value is None:
+        return ""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def task_states(settings: Settings, dag_id: str) -> dict[str, str]:
