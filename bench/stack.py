@@ -199,7 +199,7 @@ def main() -> None:
             for step in ([*windows, LAB, "train"], [LAB, "promote"]):
                 subprocess.run([LAB, "stack", "run", "lab", "--", *step], env=env, check=True, capture_output=True)
             from lab.stack.runtime import Stack
-            from serving.examples import real_flight_requests
+            from lab.traffic.examples import real_flight_requests
 
             stack = Stack(Settings(home=Path(env["LAB_HOME"]), pg_database=env["LAB_PG_DATABASE"]))  # type: ignore[call-arg]
             flights = real_flight_requests(stack.pipeline_settings(), 500, "2013-03-15")

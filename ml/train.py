@@ -39,8 +39,7 @@ from core.months import month_index, month_start
 from core.names import TAG_CHECKSUM_TRAIN, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
 from core.stopwatch import Stopwatch, as_metrics
-from ml import evaluation, profile
-from ml import model as factories
+from ml import evaluation, factories, profile
 from ml.data import DATE, LABEL, PARTS, Windows, horizon_minutes, read_mart, split
 from ml.evaluation import Estimate, bootstrap_metrics, point_metrics
 from ml.importance import feature_importance

@@ -60,7 +60,7 @@ def api_demo_command(
     """Start the API, ask it about real flights over HTTP, print the answers, stop it."""
     import httpx
 
-    from serving.examples import real_flight_requests
+    from lab.traffic.examples import real_flight_requests
     from serving.process import api_server
 
     settings = settings_for(ctx, target)
@@ -94,9 +94,9 @@ def replay_command(
     """Send a past period's real scheduled flights through the API over HTTP, in schedule order."""
     from contextlib import nullcontext
 
-    from serving.examples import scheduled_flight_requests
+    from lab.traffic.examples import scheduled_flight_requests
+    from lab.traffic.replay import replay
     from serving.process import api_server
-    from serving.replay import replay
 
     settings = settings_for(ctx, target)
     first, last = _month(start, "--from"), _month(end, "--to")

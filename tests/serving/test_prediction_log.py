@@ -35,9 +35,8 @@ from stand_in_api import flight
 
 from core.processes import free_port, stop, wait_until_answering
 from core.settings import Settings
-from serving.prediction_log import LogUnavailable, PredictionLog
-from serving.prediction_spool import Spool
-from serving.prediction_table import database_tag, describe_error, log_row, metadata
+from serving.prediction_log import LogUnavailable, PredictionLog, Spool, log_row, metadata
+from serving.prediction_log.table import database_tag, describe_error
 
 STAND_IN = Path(__file__).with_name("stand_in_api.py")
 
