@@ -9,9 +9,9 @@ from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
 from serving.api import api_router
-from serving.deps import Services
 from serving.errors import add_error_handlers
 from serving.limits import BodySizeLimit
+from serving.services import Services
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -27,9 +27,9 @@ from ml.data import is_feature
 from ml.registry import promote
 from serving import features as features_module
 from serving.app import create_app
-from serving.deps import Services
 from serving.features import HISTORY_WINDOW_DAYS, SERVED_FEATURES, OnlineFeatures
 from serving.schemas import FlightRequest
+from serving.services import Services
 from warehouse.dbt import mart_relations
 from warehouse.query import query
 
