@@ -1,16 +1,14 @@
-"""What the routes depend on: the long-lived services, and the admin-token check."""
+"""The API's runtime: the served model and features, swapped together, and the prediction log; built once per app."""
 
 from __future__ import annotations
 
 import gc
 import logging
-import secrets
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import HTTPException, status
 
 from core.settings import Settings
 from ml.artifacts import ModelRefused
@@ -192,35 +190,3 @@ def _settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def get_services(request: Request) -> Services:
-    """The app's services, set on ``app.state`` by its lifespan."""
-    return request.app.state.services  # type: ignore[no-any-return]
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-def require_admin_token(services: ServicesDep, x_admin_token: Annotated[str | None, Header()] = None) -> None:
-    """401 unless X-Admin-Token equals the configured admin token (with none configured, always 401).
-
-    Compared as bytes: ``compare_digest`` refuses ``str`` holding anything but
-    ASCII (a TypeError, answered 500), and a header may carry any byte.
-    """
-    expected = services.settings.admin_token.get_secret_value() if services.settings.admin_token else ""
-    if (
-        not expected
-        or not x_admin_token
-        or not secrets.compare_digest(_raw(x_admin_token, "latin-1"), _raw(expected, "utf-8"))
-    ):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid X-Admin-Token header is required")
-
-
-def _raw(text: str, encoding: str) -> bytes:
-    """``text`` as the bytes it came from: a header value is decoded as latin-1, an
-    environment variable as UTF-8 with undecodable bytes escaped; never raises."""
-    try:
-        return text.encode(encoding, "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
+from serving.deps import ServicesDep, require_admin_token
 from serving.schemas import ReloadResult
-from serving.services import ServicesDep, require_admin_token
 from warehouse.online import FeaturesUnavailable
 
 # Tagged "operations" like /health and /ready: the published OpenAPI tags stay as they were.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from serving.deps import ServicesDep
 from serving.schemas import BatchPrediction, BatchRequest, FlightRequest, Prediction
-from serving.services import ServicesDep
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
