@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     # and a flight gone before its own prediction would count its own outcome (the
     # build's singular test, assert_features_precede_departure, refuses such a mart).
     prediction_horizon_minutes: int = Field(default=120, ge=60, le=24 * 60)
+    late_departure_minutes: int = Field(
+        default=15,
+        ge=0,
+        description=(
+            "A flight is late when it departs more than this many minutes after schedule: the label the marts"
+            " build (the dbt var of the same name) and what the API's probability is of."
+        ),
+    )
 
     # --- MLflow: tracking, registry, promotion ----------------------------------
     mlflow_tracking_uri: str = ""  # default: sqlite under home; full stack: http://mlflow:5000

@@ -30,7 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Flight delay predictions",
-        summary="Will this flight leave more than 15 minutes late? Served from the registry's champion.",
+        summary=(
+            f"Will this flight leave more than {settings.late_departure_minutes} minutes late?"
+            " Served from the registry's champion."
+        ),
         version="1.0.0",
         lifespan=lifespan,
     )
