@@ -80,9 +80,9 @@ def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monk
             model_task_id(settings, m) for m in models
         }
     assert {t.task_id for t in pipeline.tasks if t.pool == WAREHOUSE_POOL} == writers
-    # Every dbt task runs with the settings' variables (the late threshold among them), as `lab build` does.
-    dbt_tasks = [t for t in pipeline.tasks if t.task_id.startswith("dbt.")]
-    assert dbt_tasks and all(t.env["LAB_LATE_DEPARTURE_MINUTES"] == "20" for t in dbt_tasks)
+    # Every task that runs dbt has the settings' variables (the late threshold among them), as `lab build` does.
+    dbt_runs = [pipeline.get_task(task_id) for task_id in writers if task_id.startswith("dbt.")]
+    assert dbt_runs and all(task.env["LAB_LATE_DEPARTURE_MINUTES"] == "20" for task in dbt_runs)
     from orchestration.assets import MARTS
 
     training = bag.dags["train_and_promote"]
