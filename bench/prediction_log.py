@@ -42,10 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.settings import Settings  # noqa: E402
-from serving.examples import real_flight_requests  # noqa: E402
-from serving.prediction_log import PredictionLog  # noqa: E402
-from serving.prediction_spool import Spool  # noqa: E402
-from serving.prediction_table import DATETIME_COLUMNS, log_row  # noqa: E402
+from lab.traffic.examples import real_flight_requests  # noqa: E402
+from serving.prediction_log import DATETIME_COLUMNS, PredictionLog, Spool, log_row  # noqa: E402
 from serving.process import api_server  # noqa: E402
 
 

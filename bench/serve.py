@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.settings import Settings  # noqa: E402
-from serving.examples import real_flight_requests  # noqa: E402
+from lab.traffic.examples import real_flight_requests  # noqa: E402
 from serving.features import OnlineFeatures  # noqa: E402
 from serving.process import api_server, free_port  # noqa: E402
 from serving.schemas import FlightRequest  # noqa: E402

@@ -198,7 +198,7 @@ def main() -> None:
             windows = ["env", "LAB_VALIDATION_MONTHS=1", "LAB_TEST_MONTHS=1"]
             for step in ([*windows, LAB, "train"], [LAB, "promote"]):
                 subprocess.run([LAB, "stack", "run", "lab", "--", *step], env=env, check=True, capture_output=True)
-            from serving.examples import real_flight_requests
+            from lab.traffic.examples import real_flight_requests
             from stack.runtime import Stack
 
             stack = Stack(Settings(home=Path(env["LAB_HOME"]), pg_database=env["LAB_PG_DATABASE"]))  # type: ignore[call-arg]

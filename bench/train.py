@@ -63,7 +63,7 @@ def child_fit(mart: Path, scale: int) -> dict[str, float]:
     import pandas as pd
 
     from core.settings import Settings
-    from ml import model as factories
+    from ml import factories
     from ml.data import prepare, split
     from ml.train import score
     from ml.tuning import load_tuned

@@ -165,6 +165,14 @@ class Settings(BaseSettings):
         description="How long before the scheduled departure a prediction is made: every feature, in the marts "
         "(the dbt var of the same name) and in the API, counts only what was known by then.",
     )
+    late_departure_minutes: int = Field(
+        default=15,
+        ge=0,
+        description=(
+            "A flight is late when it departs more than this many minutes after schedule: the label the marts"
+            " build (the dbt var of the same name) and what the API's probability is of."
+        ),
+    )
 
     # --- MLflow: tracking, registry, promotion ----------------------------------
     mlflow_tracking_uri: str = Field(
@@ -264,8 +272,8 @@ class Settings(BaseSettings):
         gt=0.0,
         description="The connect and statement timeout on the prediction log database.",
     )
-    # A product choice (what a false alarm costs against a missed delay), not a model parameter; see the
-    # README. Training logs precision and recall at it.
+    # A product choice (what a false alarm costs against a missed delay), not a model parameter; see
+    # docs/training.md. Training logs precision and recall at it.
     decision_threshold: float = Field(
         default=0.5,
         gt=0.0,

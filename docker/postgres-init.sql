@@ -123,7 +123,7 @@ alter default privileges for role transform, pipeline in schema analytics grant 
 alter default privileges for role monitor, pipeline in schema reference
     grant select, insert, update, delete on tables to transform;
 
--- The API's prediction log: the shape of serving/prediction_table.py (a test compares the two),
+-- The API's prediction log: the shape of serving/prediction_log/table.py (a test compares the two),
 -- made here so that serve needs no CREATE. ON CONFLICT (prediction_id) DO NOTHING reads the key,
 -- so serve may read that one column, and insert; monitor reads the rows to land them in the lake.
 create table if not exists public.predictions (

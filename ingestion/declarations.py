@@ -84,7 +84,7 @@ class Input(BaseModel):
     package: str | None = None
     resource: str | None = None
     # The API's prediction log (LAB_PREDICTION_LOG_URL), exported to a Parquet file that then
-    # lands and loads like any raw file (``ingestion.prediction_log``).
+    # lands and loads like any raw file (``ingestion.prediction_export``).
     prediction_log: bool = False
 
     @field_validator("resource")

@@ -27,7 +27,7 @@ from pyiceberg.table import Table
 from core.errors import BadRowsError, LabError, SchemaMismatchError
 from core.months import month_index
 from core.settings import Settings
-from ingestion import prediction_log
+from ingestion import prediction_export
 from ingestion.commit import commit_with_retry, data_files_in
 from ingestion.declarations import SourceDeclaration, identifier_problem
 from ingestion.landing import LandedFile, land
@@ -155,7 +155,7 @@ def _land_input(decl: SourceDeclaration, settings: Settings, store: ObjectStore,
     if not decl.input.prediction_log:
         return land(decl, store, decl.input_files())
     with tempfile.TemporaryDirectory(prefix="lab-export-") as directory:
-        exported = prediction_log.export(decl, settings, Path(directory), month)
+        exported = prediction_export.export(decl, settings, Path(directory), month)
         return land(decl, store, [exported]) if exported is not None else []
 
 

@@ -24,7 +24,7 @@ from core.errors import LabError
 # scikit-learn's own types that skops does not trust by default, all found in a
 # pipeline this project fits; training logs the model with this list and loading
 # trusts nothing more. The two ``sklearn.calibration`` ones are what Platt scaling
-# on the validation window adds (``ml.model.platt_scaled``): the private holder of
+# on the validation window adds (``ml.factories.platt_scaled``): the private holder of
 # a frozen model with its calibrator, and the calibrator itself (two floats).
 # Both are plain data to skops; without them a calibrated model could not load.
 TRUSTED_TYPES = [

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml import model as factories
+from ml import factories
 from ml.data import TrainingSet
 from ml.evaluation import point_metrics
 

@@ -35,7 +35,7 @@ from ml import evaluation
 from ml.artifacts import ModelRefused, load_model
 from ml.data import LABEL, horizon_minutes, read_mart, window
 from ml.evaluation import Estimate, paired_auc_difference, point_metrics
-from ml.model import positive_proba
+from ml.factories import positive_proba
 from ml.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)

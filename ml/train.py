@@ -40,12 +40,11 @@ from core.months import month_index, month_start
 from core.names import TAG_CHECKSUM_TRAIN, TAG_SNAPSHOT_PREFIX, TRAINING_MART
 from core.settings import PROJECT_ROOT, Settings
 from core.stopwatch import Stopwatch, as_metrics
-from ml import evaluation, profile
-from ml import model as factories
+from ml import evaluation, factories, profile
 from ml.data import DATE, LABEL, PARTS, Part, TrainingSet, Windows, horizon_minutes, read_mart, split
 from ml.evaluation import Estimate, bootstrap_metrics, point_metrics
+from ml.factories import CalibrationCheck
 from ml.importance import Importance, feature_importance
-from ml.model import CalibrationCheck
 from ml.profile import reference_profile
 from ml.recorder import Dataset, ModelToLog, Recorder, RunRecord
 from ml.tuning import Tuned, load_tuned

@@ -10,7 +10,7 @@ validation window inside every fit.
 The search, with a fixed budget and seed:
 
 1. ``CONFIGURATIONS`` hyperparameter settings: the previous defaults
-   (``ml.model.BOOSTING_DEFAULTS``) first, then distinct draws from ``SPACE``
+   (``ml.factories.BOOSTING_DEFAULTS``) first, then distinct draws from ``SPACE``
    by ``numpy.random.default_rng(seed)``;
 2. each setting twice, without and with ``month_of_year`` (so that choice is
    compared at equal hyperparameters): ``2 * CONFIGURATIONS`` candidates;
@@ -44,7 +44,7 @@ import pandas as pd
 from core.checksum import checksum
 from core.errors import LabError
 from core.settings import Settings
-from ml import model as factories
+from ml import factories
 from ml.data import DATE, TrainingSet, horizon_minutes, read_mart, split
 from ml.evaluation import point_metrics
 

@@ -173,7 +173,7 @@ def task_runs(settings: Settings, dag_id: str) -> list[dict[str, str]]:
     finally:
         engine.dispose()
     runs = [
-        {"task_id": task, "state": state or "", "start_date": _iso(start), "end_date": _iso(end)}
+        {"task_id": str(task), "state": str(state or ""), "start_date": _iso(start), "end_date": _iso(end)}
         for task, state, start, end in rows
     ]
     return sorted(runs, key=lambda r: r["start_date"] or "~")

@@ -9,9 +9,9 @@ from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
 from serving.api import api_router
-from serving.deps import Services
 from serving.errors import add_error_handlers
 from serving.limits import BodySizeLimit
+from serving.services import Services
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,7 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Flight delay predictions",
-        summary="Will this flight leave more than 15 minutes late? Served from the registry's champion.",
+        summary=(
+            f"Will this flight leave more than {settings.late_departure_minutes} minutes late?"
+            " Served from the registry's champion."
+        ),
         version="1.0.0",
         lifespan=lifespan,
     )

@@ -10,9 +10,9 @@ arrays, leaves point at themselves, and a row descends all trees together in
 the time (``bench/serve.py`` sets the API against ``mlflow models serve`` on the
 same model version).
 
-Only the pipeline shape ``ml.model.gradient_boosting`` builds is compiled
+Only the pipeline shape ``ml.factories.gradient_boosting`` builds is compiled
 (ordinal-encoded categoricals + passthrough numerics → binary HGB), with or
-without the Platt scaling ``ml.model.platt_scaled`` adds on the validation
+without the Platt scaling ``ml.factories.platt_scaled`` adds on the validation
 window (two numbers applied to the raw score); ``compile_pipeline`` returns
 None for anything else and the caller falls back to scikit-learn.
 """
@@ -89,7 +89,7 @@ def _bits(bitset: np.ndarray) -> np.ndarray:
 
 
 def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) -> CompiledModel | None:
-    """Flatten a fitted ``ml.model.gradient_boosting`` pipeline, or None if it has another shape."""
+    """Flatten a fitted ``ml.factories.gradient_boosting`` pipeline, or None if it has another shape."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
@@ -173,10 +173,10 @@ def compile_pipeline(pipeline: Any, categorical: list[str], numeric: list[str]) 
 def _platt(model: Any) -> tuple[Any, tuple[float, float] | None]:
     """(the model under the calibration, its Platt (a, b)); (model, None) when it is not calibrated.
 
-    Only ``ml.model.platt_parts``'s shape is unwrapped; any other calibration
+    Only ``ml.factories.platt_parts``'s shape is unwrapped; any other calibration
     is returned as is and not compiled.
     """
-    from ml.model import platt_parts
+    from ml.factories import platt_parts
 
     parts = platt_parts(model)
     if parts is None:

@@ -1,7 +1,7 @@
 """The served model: a registered version, loaded as data and checked before it may serve.
 
 Which version serves, and when it changes, is the services' business
-(``serving.deps``); this module loads one version and refuses it if it could
+(``serving.services``); this module loads one version and refuses it if it could
 not serve what this API builds.
 """
 

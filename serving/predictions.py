@@ -10,8 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from serving.features import FeatureError, OnlineFeatures
 from serving.model_store import ServedModel
-from serving.prediction_log import PredictionLog
-from serving.prediction_table import log_row
+from serving.prediction_log import PredictionLog, log_row
 from serving.schemas import FlightRequest, ModelRef, Prediction
 
 

@@ -53,7 +53,12 @@ class Prediction(BaseModel):
     """The model's answer for one flight."""
 
     prediction_id: str
-    probability: float = Field(ge=0.0, le=1.0, description="Probability of departing more than 15 minutes late.")
+    probability: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Probability of departing late: by more than the minutes the API's summary names"
+        " (LAB_LATE_DEPARTURE_MINUTES).",
+    )
     is_delayed: bool = Field(description="probability >= threshold")
     threshold: float
     model: ModelRef

@@ -53,6 +53,7 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "LAB_PG_DATABASE": settings.pg_database,
         "LAB_PG_SCHEMA": settings.pg_schema,
         "LAB_PREDICTION_HORIZON_MINUTES": str(settings.prediction_horizon_minutes),
+        "LAB_LATE_DEPARTURE_MINUTES": str(settings.late_departure_minutes),
         "LAB_MONITOR_PSI_WARN": str(settings.monitor_psi_warn),
         "LAB_MONITOR_PSI_ALERT": str(settings.monitor_psi_alert),
         "LAB_MONITOR_DISTANCE_ALERT": str(settings.monitor_distance_alert),

@@ -60,7 +60,7 @@ def api_demo_command(
     """Start the API, ask it about real flights over HTTP, print the answers, stop it."""
     import httpx
 
-    from serving.examples import real_flight_requests
+    from lab.traffic.examples import real_flight_requests
     from serving.process import api_server
 
     settings = settings_for(ctx, target)
@@ -72,7 +72,7 @@ def api_demo_command(
             httpx.post(f"{url}/predict", json={k: v for k, v in f.items() if k != "departure_delay_minutes"}).json()
             for f in flights
         ]
-    output.show(_answers_table(f"POST {url}/predict", flights, answers))
+    output.show(_answers_table(f"POST {url}/predict", flights, answers, settings.late_departure_minutes))
     output.show("API stopped (SIGTERM); every answer is in the prediction log.")
 
 
@@ -94,9 +94,9 @@ def replay_command(
     """Send a past period's real scheduled flights through the API over HTTP, in schedule order."""
     from contextlib import nullcontext
 
-    from serving.examples import scheduled_flight_requests
+    from lab.traffic.examples import scheduled_flight_requests
+    from lab.traffic.replay import replay
     from serving.process import api_server
-    from serving.replay import replay
 
     settings = settings_for(ctx, target)
     first, last = _month(start, "--from"), _month(end, "--to")
@@ -129,10 +129,19 @@ def _month(text: str, option: str) -> date:
         raise LabError(f"{option} {text!r} is not a month (YYYY-MM)") from None
 
 
-def _answers_table(title: str, flights: list[dict[str, Any]], answers: list[dict[str, Any]]) -> Table:
-    """Each flight beside the API's answer and what really happened."""
+def _answers_table(
+    title: str, flights: list[dict[str, Any]], answers: list[dict[str, Any]], late_minutes: int
+) -> Table:
+    """Each flight beside the API's answer (late: by more than ``late_minutes``) and what really happened."""
     table = output.table(
-        "flight", "route", "scheduled (local)", "P(late > 15 min)", "predicted", "actual delay", "model", title=title
+        "flight",
+        "route",
+        "scheduled (local)",
+        f"P(late > {late_minutes} min)",
+        "predicted",
+        "actual delay",
+        "model",
+        title=title,
     )
     for flight, answer in zip(flights, answers, strict=True):
         table.add_row(

@@ -8,8 +8,9 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from core.names import CHAMPION
-from serving.deps import Services, ServicesDep
+from serving.deps import ServicesDep
 from serving.schemas import Health, LogStatus, ModelInfo, Readiness, RefusedModel
+from serving.services import Services
 
 router = APIRouter(tags=["operations"])
 

@@ -12,7 +12,7 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 
 @router.post("", response_model=Prediction)
 async def predict(flight: FlightRequest, services: ServicesDep) -> Prediction:
-    """Probability that one flight departs more than 15 minutes late."""
+    """Probability that one flight departs late (by more than the minutes the API's summary names)."""
     # Runs on the event loop: an in-memory lookup and the compiled tree walk
     # cost less than the hop to a worker thread would.
     return services.predict([flight])[0]

@@ -117,13 +117,12 @@ def test_serving_looks_weather_back_as_far_as_dbt() -> None:
     assert project["vars"]["weather_lookback_hours"] == WEATHER_LOOKBACK_HOURS
 
 
-def test_plain_dbt_and_the_settings_default_to_the_same_horizon() -> None:
-    """`lab` hands dbt the setting; a plain `dbt build` falls back to the project's default."""
+@pytest.mark.parametrize("setting", ["prediction_horizon_minutes", "late_departure_minutes"])
+def test_plain_dbt_and_the_settings_default_to_the_same_value(setting: str) -> None:
+    """`lab` hands dbt the setting; a plain `dbt build` falls back to the project's default, the same one."""
     project = yaml.safe_load((PROJECT_ROOT / "dbt_project/dbt_project.yml").read_text())
-    default = Settings.model_fields["prediction_horizon_minutes"].default
-    assert project["vars"]["prediction_horizon_minutes"] == (
-        f"{{{{ env_var('LAB_PREDICTION_HORIZON_MINUTES', '{default}') }}}}"
-    )
+    default = Settings.model_fields[setting].default
+    assert project["vars"][setting] == f"{{{{ env_var('LAB_{setting.upper()}', '{default}') }}}}"
 
 
 @pytest.mark.parametrize(

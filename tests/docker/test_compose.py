@@ -539,7 +539,7 @@ def stack_database(pg_database: str) -> Iterator[StackDatabase]:
 def test_init_sql_is_idempotent_and_fences_serve_in(stack_database: StackDatabase) -> None:
     import sqlalchemy as sa
 
-    from serving.prediction_table import insert_ignoring_present, log_engine, log_row, metadata
+    from serving.prediction_log.table import insert_ignoring_present, log_engine, log_row, metadata
 
     stack, roles = stack_database, (*JOB_ROLES, "pipeline")
     for run in (1, 2):  # the second run changes nothing and fails on nothing
@@ -607,7 +607,7 @@ def test_init_sql_is_idempotent_and_fences_serve_in(stack_database: StackDatabas
         engine.dispose()
     with psycopg.connect(stack.url, autocommit=True) as admin:
         assert admin.execute("select count(*) from predictions").fetchone() == (1,)
-        # The table the script makes is the one serving/prediction_table.py describes.
+        # The table the script makes is the one serving/prediction_log/table.py describes.
         admin.execute("create schema sa_probe")
         probe = sa.create_engine(stack.url.replace("postgresql://", "postgresql+psycopg://", 1))
         try:

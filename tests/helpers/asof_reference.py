@@ -97,7 +97,7 @@ def flight_id(year: int, month: int, day: int, carrier: str, flight: int, origin
     return hashlib.md5(f"{year}|{month}|{day}|{carrier}|{flight}|{origin}".encode()).hexdigest()
 
 
-def outcomes(raw_flights: pd.DataFrame, late_minutes: int = 15) -> pd.DataFrame:
+def outcomes(raw_flights: pd.DataFrame, late_minutes: int) -> pd.DataFrame:
     """One row per raw flight, indexed by flight_id: its keys, its instants and its outcome."""
     f = raw_flights
     scheduled = f["time_hour"].dt.tz_convert("UTC") + pd.to_timedelta(f["minute"], unit="min")
@@ -174,9 +174,9 @@ class AsOfReference:
         raw_weather: pd.DataFrame,
         *,
         horizon_minutes: int,
+        late_minutes: int,
         history_days: int = 28,
         lookback_hours: int = 3,
-        late_minutes: int = 15,
     ) -> None:
         self.horizon = np.timedelta64(horizon_minutes, "m")
         self.history = np.timedelta64(history_days, "D")

@@ -54,7 +54,7 @@ class StandInFeatures:
 def install() -> None:
     """Make every ``Services`` in this process serve the stand-ins; MLflow is never touched."""
     import ml.tracking
-    from serving import deps
+    from serving import services
     from serving.model_store import ServedModel
     from serving.schemas import ReloadResult
 
@@ -70,12 +70,12 @@ def install() -> None:
         compiled=StandInTrees(),  # type: ignore[arg-type]
     )
 
-    def reload(self: deps.Services, *, features: bool = True) -> ReloadResult:
-        self.snapshot = deps.Snapshot(model, StandInFeatures())  # type: ignore[arg-type]
+    def reload(self: services.Services, *, features: bool = True) -> ReloadResult:
+        self.snapshot = services.Snapshot(model, StandInFeatures())  # type: ignore[arg-type]
         return ReloadResult(previous_version=None, version=VERSION, features_version=FEATURES_VERSION)
 
     ml.tracking.configure_mlflow = lambda settings: "0"  # type: ignore[assignment]
-    deps.Services.reload = reload  # type: ignore[method-assign]
+    services.Services.reload = reload  # type: ignore[method-assign]
 
 
 def flight(number: int) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The API's prediction log as a declared source: exported, landed and loaded like any raw file.
 
-The log is written with the API's own table and row shape (``serving.prediction_table``),
+The log is written with the API's own table and row shape (``serving.prediction_log.table``),
 on SQLite here and on Postgres in the integration variant.
 """
 
@@ -19,7 +19,7 @@ from core.settings import Settings
 from ingestion.declarations import load_declarations
 from ingestion.loader import LoadResult, ingest
 from ingestion.storage import open_catalog
-from serving.prediction_table import log_row, metadata, predictions
+from serving.prediction_log import log_row, metadata, predictions
 
 LINEAGE = ["_source_file", "_source_checksum", "_load_id", "_loaded_at"]
 

@@ -13,7 +13,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from core.settings import Settings
-from ml import model as factories
+from ml import factories
 from ml.artifacts import TRUSTED_TYPES, load_model
 from ml.data import DATE, LABEL, TrainingSet, split
 from ml.tracking import configure_mlflow

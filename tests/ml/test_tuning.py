@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import LabError
 from core.settings import Settings
-from ml import model as factories
+from ml import factories
 from ml.data import LABEL, TrainingSet, split
 from ml.tuning import CONFIGURATIONS, OPTIONAL_FEATURE, SPACE, Tuned, configurations, load_tuned, search
 

@@ -33,7 +33,7 @@ from core.settings import Settings
 from ml import profile
 from ml.data import feature_columns, prepare
 from monitoring import monitor
-from serving.prediction_table import log_row, metadata, predictions
+from serving.prediction_log import log_row, metadata, predictions
 from warehouse import reference
 from warehouse.dbt import model_relations, run_dbt
 from warehouse.publish import publish

@@ -42,7 +42,7 @@ def _dbt_models(settings: Settings) -> set[str]:
 @pytest.mark.parametrize("mode", ["watcher", "local"])
 def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every DAG file imports, has tags, retries and owners; dbt models are tasks; warehouse writers share one slot."""
-    settings = _home(tmp_path_factory, "dagbag", airflow_dbt_mode=mode)
+    settings = _home(tmp_path_factory, "dagbag", airflow_dbt_mode=mode, late_departure_minutes=20)
     for key, value in af.env(settings).items():
         monkeypatch.setenv(key, value)
     from airflow.dag_processing.dagbag import DagBag
@@ -80,6 +80,9 @@ def test_dag_integrity(mode: str, tmp_path_factory: pytest.TempPathFactory, monk
             model_task_id(settings, m) for m in models
         }
     assert {t.task_id for t in pipeline.tasks if t.pool == WAREHOUSE_POOL} == writers
+    # Every task that runs dbt has the settings' variables (the late threshold among them), as `lab build` does.
+    dbt_runs = [pipeline.get_task(task_id) for task_id in writers if task_id.startswith("dbt.")]
+    assert dbt_runs and all(task.env["LAB_LATE_DEPARTURE_MINUTES"] == "20" for task in dbt_runs)
     from orchestration.assets import MARTS
 
     training = bag.dags["train_and_promote"]

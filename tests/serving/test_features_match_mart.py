@@ -25,9 +25,9 @@ from core.settings import Settings
 from ml.data import is_feature
 from serving import features as features_module
 from serving.app import create_app
-from serving.deps import Services
 from serving.features import HISTORY_WINDOW_DAYS, SERVED_FEATURES, OnlineFeatures
 from serving.schemas import FlightRequest
+from serving.services import Services
 from tests.helpers.predict import predict_body
 from warehouse.dbt import mart_relations
 from warehouse.query import query

@@ -22,9 +22,9 @@ from pydantic import SecretStr
 
 from core.settings import Settings
 from serving.app import create_app
-from serving.deps import Services
 from serving.errors import EXCERPT_CHARS, MAX_ERRORS, excerpt
 from serving.schemas import FlightRequest, ReloadResult
+from serving.services import Services
 
 FLIGHT = {
     "carrier": "UA",

@@ -34,9 +34,8 @@ import sqlalchemy as sa
 
 from core.processes import free_port, stop, wait_until_answering
 from core.settings import PROJECT_ROOT, Settings
-from serving.prediction_log import LogUnavailable, PredictionLog
-from serving.prediction_spool import Spool
-from serving.prediction_table import database_tag, describe_error, log_row, metadata
+from serving.prediction_log import LogUnavailable, PredictionLog, Spool, log_row, metadata
+from serving.prediction_log.table import database_tag, describe_error
 from tests.helpers.stand_in_api import flight
 
 # --- the harness: a real API process, a burst of clients, a Postgres the test can stop ----------------------

@@ -22,8 +22,8 @@ import pytest
 from pydantic import SecretStr
 
 from core.settings import Settings
+from lab.traffic.examples import real_flight_requests
 from ml.registry import promote
-from serving.examples import real_flight_requests
 from serving.process import api_server
 from warehouse.dbt import target_dir
 from warehouse.online import NotPublished, current_version, publish_features

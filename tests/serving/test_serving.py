@@ -64,7 +64,7 @@ def test_compiled_trees_equal_sklearn_on_the_mart(served) -> None:  # type: igno
     import numpy as np
 
     from ml.data import LABEL, read_mart
-    from ml.model import baseline
+    from ml.factories import baseline
     from serving.compiled import compile_pipeline
 
     settings, result = served
@@ -127,9 +127,9 @@ def test_a_champion_trained_at_another_horizon_is_refused(served) -> None:  # ty
 def test_a_replay_sends_a_real_day_in_schedule_order_and_the_log_holds_every_flight(served, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from datetime import date
 
-    from serving.examples import scheduled_flight_requests
+    from lab.traffic.examples import scheduled_flight_requests
+    from lab.traffic.replay import replay
     from serving.process import api_server
-    from serving.replay import replay
 
     settings, _ = served
     settings = settings.model_copy(update={"prediction_log_url": f"sqlite:///{tmp_path / 'replay.db'}"})

@@ -177,7 +177,7 @@ def test_training_logs_to_the_mlflow_server_and_its_artifacts_to_the_bucket(stac
 
 
 def test_the_api_logs_every_answer_to_postgres(stack: Stack) -> None:
-    from serving.examples import real_flight_requests
+    from lab.traffic.examples import real_flight_requests
 
     api = f"http://127.0.0.1:{stack.state().api_port}"
     deadline, ready_in_a_row = time.monotonic() + 180, 0

@@ -77,7 +77,7 @@ def test_training_mart_matches_the_raw_csv(duckdb_built: Settings) -> None:
     cancelled = pc.is_null(raw.column("dep_time"))
     assert pc.sum(cancelled).as_py() == 8_255
     operated = raw.filter(pc.invert(cancelled))
-    expected_label_rate = pc.mean(pc.greater(operated.column("dep_delay"), 15)).as_py()
+    expected_label_rate = pc.mean(pc.greater(operated.column("dep_delay"), duckdb_built.late_departure_minutes)).as_py()
     expected_by_carrier = {
         row["carrier"]: row["dep_delay_mean"]
         for row in operated.group_by("carrier").aggregate([("dep_delay", "mean")]).to_pylist()

@@ -45,7 +45,12 @@ PER_CASE = 30
 @pytest.fixture(scope="module")
 def reference(lake_settings: Settings, duckdb_built: Settings) -> AsOfReference:
     flights, weather = raw_tables(lake_settings)
-    return AsOfReference(flights, weather, horizon_minutes=duckdb_built.prediction_horizon_minutes)
+    return AsOfReference(
+        flights,
+        weather,
+        horizon_minutes=duckdb_built.prediction_horizon_minutes,
+        late_minutes=duckdb_built.late_departure_minutes,
+    )
 
 
 def _pick(rng: random.Random, candidates: pd.Index, k: int) -> list[str]:

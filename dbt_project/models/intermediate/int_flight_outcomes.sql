@@ -23,7 +23,7 @@ final as (
         coalesce(actual_departure_at, scheduled_departure_at) as outcome_known_at,
         is_cancelled,
         case
-            when not is_cancelled then departure_delay_minutes > {{ var('late_departure_minutes') }}
+            when not is_cancelled then departure_delay_minutes > {{ var('late_departure_minutes') | int }}
         end as is_late,
         departure_delay_minutes
     from flights

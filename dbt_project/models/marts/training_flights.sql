@@ -43,7 +43,7 @@ final as (
         known.predicted_at,
         {{ var('prediction_horizon_minutes') | int }} as prediction_horizon_minutes,
         flights.departure_delay_minutes,
-        flights.departure_delay_minutes > {{ var('late_departure_minutes') }} as is_departure_delayed,
+        flights.departure_delay_minutes > {{ var('late_departure_minutes') | int }} as is_departure_delayed,
         -- schedule
         flights.carrier,
         flights.origin,

@@ -8,7 +8,7 @@ Where a row goes
     The writer inserts a batch, retrying with the project's one backoff policy
     (``core.retry``; ``LAB_PREDICTION_LOG_RETRIES`` retries). If the database
     still refuses it — down, unreachable, a trigger raising, any error at all —
-    the batch goes to the spool (``serving.prediction_spool``: append-only,
+    the batch goes to the spool (``serving.prediction_log.spool``: append-only,
     fsync'd files under ``LAB_PREDICTION_LOG_SPOOL_DIR``). Later batches go
     straight to the spool while the database is probed now and then (the same
     backoff, capped); once an insert succeeds the spool is replayed, oldest
@@ -58,8 +58,8 @@ import sqlalchemy as sa
 
 from core.retry import backoff_delay, with_retries
 from core.settings import Settings
-from serving.prediction_spool import Spool
-from serving.prediction_table import (
+from serving.prediction_log.spool import Spool
+from serving.prediction_log.table import (
     DATETIME_COLUMNS,
     database_tag,
     describe_error,

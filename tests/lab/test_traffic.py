@@ -1,4 +1,4 @@
-"""`lab replay` without a server: what it says when nothing answers (the real replay is in test_serving.py)."""
+"""`lab replay` without a server: what it says when nothing answers (the real replay: tests/serving/test_serving.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import LabError
 from core.processes import free_port
-from serving.replay import replay
+from lab.traffic.replay import replay
 
 
 def test_a_replay_with_no_api_says_where_it_looked() -> None:

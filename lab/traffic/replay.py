@@ -1,7 +1,7 @@
 """Replay: real scheduled flights sent through a running API over HTTP, in schedule order.
 
 Traffic for the monitoring loop that never fabricates a flight: the requests
-are the staging model's flights of a past period (``serving.examples``), sent
+are the staging model's flights of a past period (``lab.traffic.examples``), sent
 to ``/predict`` one by one or to ``/predict/batch`` ``batch`` at a time,
 optionally no faster than ``rate`` flights per second. The API logs every
 answer as it would any other; this module only sends and counts.

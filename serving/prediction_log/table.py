@@ -1,6 +1,6 @@
 """The prediction log's table: its shape, the row for one answer, and how rows go in exactly once.
 
-The writer (``serving.prediction_log``) decides when and where rows go; this
+The writer (``serving.prediction_log.writer``) decides when and where rows go; this
 module says what a row is and how the database takes it.
 """
 

@@ -1,0 +1,192 @@
+"""The API's runtime: the served model and features, swapped together, and the prediction log; built once per app."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fastapi import HTTPException, status
+
+from core.settings import Settings
+from ml.artifacts import ModelRefused
+from serving.features import OnlineFeatures
+from serving.model_store import ModelStore, ServedModel
+from serving.prediction_log import LogUnavailable, PredictionLog
+from serving.predictions import predict_flights
+from serving.schemas import FlightRequest, Prediction, ReloadResult
+from warehouse.online import FeaturesUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What answers a request: one model version and one feature set, swapped together."""
+
+    model: ServedModel
+    features: OnlineFeatures
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The last model version that was not allowed to serve, and why."""
+
+    version: str
+    reason: str
+    at: datetime
+
+
+class Services:
+    """The long-lived things a request needs; built once per app, started and stopped by its lifespan.
+
+    A request reads ``snapshot`` once and uses that (model, features) pair for
+    everything it does, so every answer names the version that produced it.
+    A reload loads the new features and the new model first and then swaps
+    both in one assignment; reloads (the admin route, the alias poller) take
+    turns on one lock and never block a request.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = ModelStore(settings)
+        self.snapshot: Snapshot | None = None
+        self.refusal: Refusal | None = None
+        self.features_missing: str | None = None  # why nothing serves yet, when it is the features
+        self.log: PredictionLog | None = None
+        self._reloading = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Open the prediction log, load the features and the champion, then follow the alias.
+
+        The log needs no database to open: until it has one it spools.
+        """
+        from ml.tracking import configure_mlflow
+
+        configure_mlflow(self.settings)
+        self.log = PredictionLog.from_settings(self.settings)
+        try:
+            self.reload()
+        except FeaturesUnavailable as exc:
+            # Up but not ready (503) until a build publishes features and a reload
+            # (the admin route, or the alias poller) loads them.
+            log.error("not ready: %s", exc)
+        if self.settings.serve_poll_seconds > 0:
+            self._poller = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
+            self._poller.start()
+
+    def stop(self) -> None:
+        """Stop following the alias and drain the prediction log."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        if self.log is not None:
+            # Bounded by LAB_PREDICTION_LOG_DRAIN_SECONDS: what the database does not
+            # take by then is spooled, so nothing answered goes unlogged.
+            self.log.close()
+
+    def reload(self, *, features: bool = True) -> ReloadResult:
+        """Load the champion (if it changed) and, with ``features``, the latest online features; swap both at once.
+
+        A champion that fails its checks is refused (logged, kept in
+        ``refusal``) and the version already serving goes on serving. Features
+        that cannot be loaded change nothing: the error is raised before the swap.
+
+        Raises:
+            FeaturesUnavailable: no published features, or an artifact that fails its checks.
+        """
+        with self._reloading:
+            current = self.snapshot
+            try:
+                new_features = OnlineFeatures.load(self.settings) if features or current is None else current.features
+            except FeaturesUnavailable as exc:
+                self.features_missing = str(exc) if current is None else None
+                log.error("online features not loaded (%s); still serving %s", exc, _features_version(current))
+                raise
+            self.features_missing = None
+            version = self.models.champion_version()
+            model = current.model if current is not None and current.model.version == version else None
+            if model is None and not (self.refusal is not None and self.refusal.version == version):
+                try:
+                    model = self.models.load(version)
+                except ModelRefused as refused:
+                    self.refusal = Refusal(version, str(refused), datetime.now(UTC))
+                    log.error("refused v%s: %s; still serving v%s", version, refused, _version(current))
+            model = model or (current.model if current is not None else None)
+            if model is not None:
+                self.snapshot = Snapshot(model, new_features)  # the one switch
+                _settle_heap()
+            if model is not None and current is not None and model is not current.model:
+                log.info("serving %s v%s (was v%s)", model.name, model.version, current.model.version)
+            return ReloadResult(
+                previous_version=_version(current),
+                version=model.version if model is not None else None,
+                features_version=new_features.version,
+            )
+
+    def _poll(self) -> None:
+        """Follow the champion alias in the background; keep serving whatever the registry does."""
+        while not self._stop.wait(self.settings.serve_poll_seconds):
+            try:
+                self.reload(features=False)
+            except FeaturesUnavailable:
+                pass  # logged by reload; retried on the next poll
+            except Exception:
+                log.exception("champion poll failed; still serving v%s", _version(self.snapshot))
+
+    def predict(self, flights: list[FlightRequest], *, batch: bool = False) -> list[Prediction]:
+        """Answer for ``flights``: one read of the snapshot serves the whole request.
+
+        Raises:
+            HTTPException: 503 while no model may serve (none loaded yet, or refused), and
+                while the prediction log cannot take the answers' rows: an answer that
+                cannot be logged is not given.
+        """
+        snapshot = self.snapshot
+        prediction_log = self.log
+        if snapshot is None or prediction_log is None:
+            detail = self.features_missing or "no model is being served yet; see /ready"
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
+        try:
+            return predict_flights(
+                flights,
+                snapshot.model,
+                snapshot.features,
+                prediction_log,
+                self.settings.decision_threshold,
+                batch=batch,
+            )
+        except LogUnavailable as exc:  # record() takes all the request's rows or none
+            raise _not_logged(str(exc)) from None
+
+
+def _not_logged(reason: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"the answer cannot be logged ({reason}); see /ready",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _version(snapshot: Snapshot | None) -> str | None:
+    return snapshot.model.version if snapshot is not None else None
+
+
+def _features_version(snapshot: Snapshot | None) -> str | None:
+    return snapshot.features.version if snapshot is not None else None
+
+
+def _settle_heap() -> None:
+    """Move what is loaded so far out of the garbage collector's sight.
+
+    The online features are a great many long-lived tracked objects; left
+    tracked, every full collection walks them all, a pause some unlucky request
+    waits out. Frozen objects are never scanned; without reference cycles they
+    are still freed once unreferenced (e.g. after a features reload).
+    """
+    gc.collect()
+    gc.freeze()
