@@ -50,12 +50,14 @@ which-python:
 .PHONY: install
 install: $(STAMP) ## Create .venv from the lock file (only when it changed)
 
-# Headless Chromium renders the dbt docs site in the tests (Debian package; root on the lab machines).
+# Headless Chromium renders the dbt docs site and this project's own in the tests; npm fetches
+# the docs site's pinned mermaid once (Debian packages; root on the lab machines).
+APT_INSTALL = command -v $(1) >/dev/null 2>&1 || { echo "installing $(2) (apt-get)"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 .PHONY: system-deps
-system-deps: ## Install the OS packages the tests need (chromium), if missing
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing chromium (apt-get)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+system-deps: ## Install the OS packages the tests need (chromium, npm), if missing
+	@$(call APT_INSTALL,chromium,chromium)
+	@$(call APT_INSTALL,npm,npm)
 
 # Trains the gradient-boosted model once, inside Airflow: the Airflow month builds the marts,
 # trains it and makes it the first champion; the baseline trained next is gated against it.
@@ -136,6 +138,7 @@ docs-config: $(STAMP) ## Regenerate docs/configuration.md from the settings obje
 # diagrams render with no network. Any broken link or missing page fails the strict build.
 MERMAID_JS := docs/javascripts/mermaid.min.js
 $(MERMAID_JS): docs/fetch_mermaid.sh
+	@$(call APT_INSTALL,npm,npm)
 	docs/fetch_mermaid.sh
 
 .PHONY: docs
