@@ -108,9 +108,9 @@ def _json(proc: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
 def prepare(settings: Settings, *, register: bool = True) -> None:
     """Create or upgrade the metadata DB, the one-slot warehouse pool, and register the DAGs.
 
-    ``register=False`` leaves the DAGs unregistered: ``airflow dags test`` parses its
-    DAG file itself (and fails on its import errors), so a test run skips two
-    Airflow processes.
+    ``register=False`` is for ``airflow dags test`` alone: it parses the DAG files
+    itself (failing on their import errors) and runs one task at a time without
+    asking a pool, so a test run skips three Airflow processes.
     """
     from warehouse.dbt import ensure_manifest
 
@@ -125,11 +125,12 @@ def prepare(settings: Settings, *, register: bool = True) -> None:
     ensure_manifest(settings)  # the DAG files render the dbt graph from it
     write_local_settings(settings)
     airflow(settings, "db", "migrate")
-    # DuckDB admits one writing process: every task that opens the file queues here.
-    slots = "1" if settings.dbt_target == "duckdb" else "4"
-    airflow(settings, "pools", "set", WAREHOUSE_POOL, slots, "tasks that open the warehouse")
     if not register:
         return
+    # DuckDB admits one writing process: every task that opens the file queues here (the
+    # scheduler's queue; `dags test` runs one task at a time and asks no pool).
+    slots = "1" if settings.dbt_target == "duckdb" else "4"
+    airflow(settings, "pools", "set", WAREHOUSE_POOL, slots, "tasks that open the warehouse")
     airflow(settings, "dags", "reserialize")
     errors = _json(airflow(settings, "dags", "list-import-errors", "--output", "json"))
     if errors:
@@ -150,6 +151,25 @@ def write_local_settings(settings: Settings) -> None:
 def dags_test(settings: Settings, dag_id: str, logical_date: str | None = None) -> subprocess.CompletedProcess[str]:
     """``airflow dags test``: one DAG run in this process, no scheduler needed."""
     return airflow(settings, "dags", "test", dag_id, *([logical_date] if logical_date else []))
+
+
+def dags_test_in_turn(settings: Settings, runs: list[tuple[str, str | None]]) -> None:
+    """Each (dag_id, logical date) run as ``airflow dags test`` runs it, in order, all in one Airflow process.
+
+    One process parses the DAG folder once (``orchestration/dags_test.py``); the
+    first failed run stops the rest.
+    """
+    specs = [f"{dag_id}@{logical_date}" if logical_date else dag_id for dag_id, logical_date in runs]
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.dags_test", *specs],
+        env=env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise LabError(f"`airflow dags test` of {', '.join(specs)} failed (exit {proc.returncode}):\n{tail}")
 
 
 def task_runs(settings: Settings, dag_id: str) -> list[dict[str, str]]:

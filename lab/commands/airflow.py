@@ -54,11 +54,12 @@ def airflow_test_command(
 
     settings = settings_for(ctx)
     month_index(month)
-    with output.status("preparing Airflow (metadata DB, pool)"):
+    with output.status("preparing Airflow (metadata DB)"):
         airflow.prepare(settings, register=False)
-    for dag_id, logical_date in (("flights_monthly", f"{month}-01"), ("train_and_promote", None)):
-        with output.status(f"airflow dags test {dag_id} {logical_date or ''}"):
-            airflow.dags_test(settings, dag_id, logical_date)
+    runs: list[tuple[str, str | None]] = [("flights_monthly", f"{month}-01"), ("train_and_promote", None)]
+    with output.status(f"airflow dags test flights_monthly {month}-01, then train_and_promote"):
+        airflow.dags_test_in_turn(settings, runs)
+    for dag_id, logical_date in runs:
         table = output.table("task", "state", "seconds", title=f"{dag_id} {logical_date or '(marts asset)'}")
         for row in airflow.task_runs(settings, dag_id):
             table.add_row(row["task_id"], row["state"], f"{_seconds(row):.1f}")

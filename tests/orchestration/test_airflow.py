@@ -10,6 +10,7 @@ import stat
 
 import pytest
 
+from core.errors import LabError
 from core.names import WAREHOUSE_POOL
 from core.processes import free_port
 from core.settings import Settings
@@ -175,12 +176,11 @@ def test_dags_test_runs_the_month_and_a_champion_follows(pipeline_home: Settings
         name: first[name] for name in published.tables
     }
 
-    # The same month again: every step overwrites its month, so nothing changes.
-    af.dags_test(settings, "flights_monthly", "2013-03-01")
+    # The same month again, then the training DAG, in one Airflow process (as `lab airflow-test`
+    # runs them): every step overwrites its month, so nothing changes but the published version.
+    af.dags_test_in_turn(settings, [("flights_monthly", "2013-03-01"), ("train_and_promote", None)])
     assert mart_fingerprints(settings) == first
     assert read_current(settings).version != published.version  # a new build, a new version
-
-    af.dags_test(settings, "train_and_promote")
     assert set(af.task_states(settings, "train_and_promote").values()) == {"success"}
     import mlflow
 
@@ -224,8 +224,6 @@ def test_a_write_that_loses_the_metadata_database_race_runs_again(pipeline_home:
     import logging
     import sqlite3
     import threading
-
-    from core.errors import LabError
 
     db = pipeline_home.airflow_database_url.removeprefix("sqlite:///").split("?")[0]
     settings = pipeline_home.model_copy(update={"airflow_database_url": f"sqlite:///{db}?timeout=1"})
@@ -288,7 +286,10 @@ def test_a_failing_test_turns_its_models_task_red(tmp_path_factory: pytest.TempP
     settings = _home(tmp_path_factory, "broken-home", dbt_project_dir=project)
     ingest_month(settings, "2013-01")
     af.prepare(settings)
-    af.airflow(settings, "dags", "test", "flights_monthly", "2013-01-01", check=False)
+    # As `lab airflow-test` runs the DAGs: a failed month stops the run before the training DAG.
+    with pytest.raises(LabError, match="flights_monthly@2013-01-01, train_and_promote"):
+        af.dags_test_in_turn(settings, [("flights_monthly", "2013-01-01"), ("train_and_promote", None)])
+    assert af.task_runs(settings, "train_and_promote") == []
     runs = af._json(af.airflow(settings, "dags", "list-runs", "flights_monthly", "--output", "json"))
     assert [run["state"] for run in runs] == ["failed"]
     states = af.task_states(settings, "flights_monthly")
