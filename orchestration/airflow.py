@@ -94,9 +94,14 @@ def airflow(
             log.warning("`airflow %s` lost a write race on the metadata database; again (%d)", args[0], attempt + 1)
             time.sleep(attempt)
     if check and proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise LabError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+        raise _failed(f"airflow {' '.join(args)}", proc)
     return proc
+
+
+def _failed(command: str, proc: subprocess.CompletedProcess[str]) -> LabError:
+    """The error for a failed Airflow process: the command, its exit code and its last lines."""
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    return LabError(f"`{command}` failed (exit {proc.returncode}):\n{tail}")
 
 
 def _json(proc: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
@@ -168,8 +173,7 @@ def dags_test_in_turn(settings: Settings, runs: list[tuple[str, str | None]]) ->
         check=False,
     )
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise LabError(f"`airflow dags test` of {', '.join(specs)} failed (exit {proc.returncode}):\n{tail}")
+        raise _failed(f"airflow dags test {', '.join(specs)}", proc)
 
 
 def task_runs(settings: Settings, dag_id: str) -> list[dict[str, str]]:
