@@ -104,6 +104,23 @@ def ingest(
     """
     if partition is not None and decl.partition is None:
         raise LabError(f"source {decl.name} is not partitioned; load it without --partition")
+    try:
+        return _ingest(decl, settings, partition, progress)
+    except OSError as exc:
+        if not settings.uses_s3 or isinstance(exc, FileNotFoundError):
+            raise
+        # The S3 client's own error (pyarrow's or pyiceberg's) is one long line naming a key and a
+        # curl code; say what failed, where, and that the commit, atomic, did not happen.
+        raise LabError(
+            f"the object store at {settings.s3_endpoint} failed while loading {decl.name}: "
+            f"{str(exc).splitlines()[0][:300]}. Nothing of this load was committed; "
+            "run the same ingest again once the store answers"
+        ) from exc
+
+
+def _ingest(
+    decl: SourceDeclaration, settings: Settings, partition: str | None, progress: ProgressFn | None
+) -> LoadResult:
     month = month_index(partition) if partition is not None else None
 
     catalog = open_catalog(settings)
