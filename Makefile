@@ -90,7 +90,7 @@ demo-monitoring: $(STAMP) ## Train on Jan-Jun, replay Jul-Dec through the API, m
 	LAB_HOME=$(MONITORING_HOME) $(RUN)/lab monitor --retrain
 
 # The full stack as supervised processes (lab stack), its own home and database,
-# driven end to end, then stopped and wiped (moto's S3 stand-in keeps nothing on disk).
+# driven end to end, then stopped and wiped (`down --volumes`).
 STACK_HOME := $(CURDIR)/.lab/stack-demo
 .PHONY: stack-demo
 stack-demo: $(STAMP) ## The full stack here: up, 3 months through the scheduler on Celery, train, promote, serve, down

@@ -27,6 +27,15 @@ def port_answers(host: str, port: int) -> bool:
         return False
 
 
+def http_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a health check (no answer within 3 s, or not 200), or None when it is healthy."""
+    try:
+        response = httpx.get(url, timeout=3)
+    except httpx.HTTPError as exc:
+        return f"{url}: {type(exc).__name__}"
+    return None if response.status_code == 200 else f"{url}: HTTP {response.status_code}"
+
+
 def wait_until_answering(process: subprocess.Popen[bytes], url: str, timeout: float, what: str) -> None:
     """Poll ``url`` until it answers 200.
 

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     )
     s3_endpoint: str | None = Field(
         default=None,
-        description="The S3 endpoint URL for an S3-compatible store such as MinIO; unset uses AWS's own.",
+        description="The S3 endpoint URL of an S3-compatible store (SeaweedFS, MinIO); unset uses AWS's own.",
     )
     s3_access_key_id: str | None = Field(
         default=None, description="The S3 access key id; unset leaves credentials to the usual AWS chain."

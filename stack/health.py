@@ -9,15 +9,9 @@ from collections.abc import Callable
 
 import httpx
 
+from core.processes import http_problem
+from stack import seaweedfs
 from stack.runtime import Stack
-
-
-def _http(url: str) -> str | None:
-    try:
-        response = httpx.get(url, timeout=3)
-    except httpx.HTTPError as exc:
-        return f"{url}: {type(exc).__name__}"
-    return None if response.status_code == 200 else f"{url}: HTTP {response.status_code}"
 
 
 def postgres(stack: Stack) -> str | None:
@@ -50,20 +44,25 @@ def redis(stack: Stack) -> str | None:
     return None
 
 
-def minio(stack: Stack) -> str | None:
-    return _http(f"http://127.0.0.1:{stack.state().s3_port}/moto-api/")
+def _seaweedfs(server: str, replica: int = 1) -> Callable[[Stack], str | None]:
+    """A server of the object store, asked what compose's healthcheck asks (stack/seaweedfs.py)."""
+
+    def check(stack: Stack) -> str | None:
+        return http_problem(seaweedfs.health_url(server, stack.seaweedfs_ports(), replica=replica))
+
+    return check
 
 
 def mlflow(stack: Stack) -> str | None:
-    return _http(f"http://127.0.0.1:{stack.state().mlflow_port}/health")
+    return http_problem(f"http://127.0.0.1:{stack.state().mlflow_port}/health")
 
 
 def airflow_api_server(stack: Stack) -> str | None:
-    return _http(f"http://127.0.0.1:{stack.state().airflow_port}/api/v2/monitor/health")
+    return http_problem(f"http://127.0.0.1:{stack.state().airflow_port}/api/v2/monitor/health")
 
 
 def airflow_scheduler(stack: Stack) -> str | None:
-    return _http(f"http://127.0.0.1:{stack.state().scheduler_health_port}/health")
+    return http_problem(f"http://127.0.0.1:{stack.state().scheduler_health_port}/health")
 
 
 def airflow_components(port: int) -> dict[str, str] | str:
@@ -109,13 +108,18 @@ def airflow_worker(stack: Stack) -> str | None:
 
 def api(stack: Stack) -> str | None:
     # Live, not /ready: the API starts before any model is trained, and serves once one is promoted.
-    return _http(f"http://127.0.0.1:{stack.state().api_port}/health")
+    return http_problem(f"http://127.0.0.1:{stack.state().api_port}/health")
 
 
 CHECKS: dict[str, Callable[[Stack], str | None]] = {
     "postgres": postgres,
     "redis": redis,
-    "minio": minio,
+    "seaweedfs-master": _seaweedfs("master"),
+    "seaweedfs-volume-1": _seaweedfs("volume", 1),
+    "seaweedfs-volume-2": _seaweedfs("volume", 2),
+    "seaweedfs-volume-3": _seaweedfs("volume", 3),
+    "seaweedfs-filer": _seaweedfs("filer"),
+    "s3": _seaweedfs("s3"),
     "mlflow": mlflow,
     "airflow-api-server": airflow_api_server,
     "airflow-scheduler": airflow_scheduler,

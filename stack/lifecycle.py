@@ -3,7 +3,7 @@
 `up` walks the service table in order. The machine's own Postgres and Redis
 are used where they answer; everything else runs under supervisord. Each
 one-shot job is the same as its compose twin: ``docker/postgres-init.sql``
-for the roles and databases, the buckets of ``docker/minio-init.sh``, and
+for the roles and databases, the object store's identities and buckets (``stack/seaweedfs.py``), and
 Airflow's ``prepare``.
 """
 
@@ -22,9 +22,9 @@ from core.errors import LabError
 from core.files import write_private
 from core.processes import free_port
 from core.settings import PROJECT_ROOT
-from stack import supervisor
+from stack import seaweedfs, supervisor
 from stack.health import CHECKS
-from stack.runtime import BUCKETS, ROLES, Stack, base_environment
+from stack.runtime import ROLES, Stack, base_environment
 from stack.services import Service, start_order, with_dependencies
 
 INIT_SQL = PROJECT_ROOT / "docker" / "postgres-init.sql"
@@ -121,21 +121,14 @@ def provision_postgres(stack: Stack) -> None:
     )
 
 
-def create_buckets(stack: Stack) -> None:
-    """compose's minio-init, as far as the stand-in goes: the buckets (moto keeps no users or policies)."""
-    import boto3
+def _s3_config(stack: Stack) -> None:
+    """compose's s3-config: the gateway's identities file, from the stack's secrets (mode 0600)."""
+    seaweedfs.write_identities(stack.s3_identities, stack.secrets())
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{stack.state().s3_port}",
-        aws_access_key_id="stack",
-        aws_secret_access_key=stack.secrets()["S3_PIPELINE_SECRET_KEY"],
-        region_name="us-east-1",
-    )
-    present = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
-    for bucket in BUCKETS:
-        if bucket not in present:
-            s3.create_bucket(Bucket=bucket)
+
+def _s3_init(stack: Stack) -> None:
+    """compose's s3-init: the buckets, as the admin (the only identity that can make one)."""
+    run_service(stack, "s3-init", [sys.executable, "-m", "stack.seaweedfs", "buckets"], quiet=True)
 
 
 def run_service(stack: Stack, service: str, argv: list[str], *, check: bool = True, quiet: bool = False) -> int:
@@ -161,7 +154,7 @@ def _mlflow_init(stack: Stack) -> None:
     run_service(stack, "mlflow-init", [sys.executable, "-m", "stack.mlflow_access"], quiet=True)
 
 
-ONE_SHOTS = {"minio-init": create_buckets, "mlflow-init": _mlflow_init, "airflow-init": _airflow_init}
+ONE_SHOTS = {"s3-config": _s3_config, "s3-init": _s3_init, "mlflow-init": _mlflow_init, "airflow-init": _airflow_init}
 
 
 def wait_healthy(stack: Stack, service: Service, timeout: float = START_TIMEOUT) -> None:
@@ -199,6 +192,7 @@ def up(stack: Stack, progress: Callable[[Step], None] | None = None, services: l
     stack.lab_home.mkdir(parents=True, exist_ok=True)
     if state.pg_managed:
         _init_postgres_data(stack)
+    seaweedfs.make_folders(stack.seaweedfs_data)
     supervisor.start_daemon(stack)
     rpc = supervisor.client(stack)
     supervised = set(supervisor.programs(stack))
@@ -232,9 +226,10 @@ def up(stack: Stack, progress: Callable[[Step], None] | None = None, services: l
 def down(stack: Stack, *, volumes: bool = False) -> None:
     """Stop every supervised service and the supervisor.
 
-    Postgres keeps its databases, but moto's S3 stand-in keeps its objects in memory:
-    the lake's files and MLflow's artifacts go with it. ``volumes`` (compose's
-    ``down --volumes``) also drops the stack's databases and its folder, so the next
+    Postgres keeps its databases and SeaweedFS its objects on disk (under the stack's
+    folder), so the next `up` finds the lake and MLflow's artifacts where the catalog
+    and the registry say they are. ``volumes`` (compose's ``down --volumes``) also
+    drops the stack's databases and its folder, so the next
     `up` starts from nothing.
     """
     if not stack.exists():

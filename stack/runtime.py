@@ -17,6 +17,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
@@ -25,13 +26,14 @@ from core.errors import LabError
 from core.files import write_private
 from core.processes import free_port, port_answers
 from core.settings import PROJECT_ROOT, Settings
+from stack import seaweedfs
 from stack.mlflow_access import ADMIN, IDENTITIES, password_variable
 
-# The job roles of docker/postgres-init.sql and docker/minio-init.sh, and what else .env.example holds.
+# The job roles of docker/postgres-init.sql, the object store's identities, and what else .env.example holds.
 ROLES = ("ingest", "transform", "monitor", "serve", "mlflow", "airflow", "pipeline")
 SECRET_NAMES = (
     *(f"PG_{role.upper()}_PASSWORD" for role in ROLES),
-    *(f"S3_{role.upper()}_SECRET_KEY" for role in ROLES if role != "airflow"),
+    *(seaweedfs.secret_variable(identity) for identity in (seaweedfs.ADMIN, *seaweedfs.IDENTITIES)),
     "POSTGRES_PASSWORD",  # the embedded server's superuser (a server of the machine keeps its own)
     # The tracking server's identities (stack/mlflow_access.py) and its session key.
     *(password_variable(identity) for identity in (ADMIN, *IDENTITIES)),
@@ -40,7 +42,6 @@ SECRET_NAMES = (
     "AIRFLOW_JWT_SECRET",
     "LAB_ADMIN_TOKEN",
 )
-BUCKETS = ("lab", "mlflow")
 MLFLOW_AUTH_INI = PROJECT_ROOT / "docker" / "mlflow-auth.ini"
 # Compose's published ports, used here when free.
 _PREFERRED_PORTS = {"s3": 9000, "mlflow": 5000, "airflow": 8081, "api": 8000, "scheduler_health": 8974}
@@ -62,6 +63,7 @@ class State:
     redis_port: int
     redis_managed: bool
     s3_port: int
+    seaweedfs: dict[str, Any]  # the cluster's other ports (seaweedfs.Ports)
     mlflow_port: int
     airflow_port: int
     scheduler_health_port: int
@@ -86,6 +88,8 @@ class Stack:
         self.logs = self.root / "logs"
         self.pgdata = self.root / "pgdata"
         self.lab_home = self.root / "lab"  # LAB_HOME of every service (compose: /data/lab)
+        self.seaweedfs_data = self.root / "seaweedfs"  # each server's folder (compose: a volume each)
+        self.s3_identities = self.root / "s3-config" / "identities.json"  # written by s3-config, mode 0600
 
     # --- state and secrets ----------------------------------------------------------------
     def exists(self) -> bool:
@@ -116,7 +120,8 @@ class Stack:
             database=settings.pg_database,
             redis_port=free_port() if redis_managed else settings.stack_redis_port,
             redis_managed=redis_managed,
-            s3_port=_port(_PREFERRED_PORTS["s3"]),
+            s3_port=(s3_port := _port(_PREFERRED_PORTS["s3"])),
+            seaweedfs=asdict(seaweedfs.Ports.free(s3=s3_port)),
             mlflow_port=_port(_PREFERRED_PORTS["mlflow"]),
             airflow_port=_port(_PREFERRED_PORTS["airflow"]),
             scheduler_health_port=_port(_PREFERRED_PORTS["scheduler_health"]),
@@ -143,6 +148,13 @@ class Stack:
             lines = "".join(f"{key}={value}\n" for key, value in sorted(values.items()))
             write_private(self.secrets_file, header + lines)
         return values
+
+    def seaweedfs_ports(self) -> seaweedfs.Ports:
+        return seaweedfs.Ports(**self.state().seaweedfs)
+
+    def s3_keys(self, identity: str) -> tuple[str, str]:
+        """An identity of the object store: its access key (its name) and its secret key."""
+        return identity, self.secrets()[seaweedfs.secret_variable(identity)]
 
     # --- connection strings -----------------------------------------------------------------
     def pg_url(self, role: str, database: str | None = None, driver: str = "postgresql") -> str:
@@ -175,18 +187,26 @@ class Stack:
             "LAB_AIRFLOW_PORT": str(state.airflow_port),
         }
 
+    def _signed_in_as(self, job: str, *, mlflow: bool = True) -> dict[str, str]:
+        """One job's own keys: its S3 identity, its Postgres role and (when it uses the server) its MLflow user."""
+        values = self.secrets()
+        env = {
+            "LAB_S3_ACCESS_KEY_ID": job,
+            "LAB_S3_SECRET_ACCESS_KEY": values[seaweedfs.secret_variable(job)],
+            "LAB_PG_USER": job,
+            "LAB_PG_PASSWORD": values[f"PG_{job.upper()}_PASSWORD"],
+        }
+        if mlflow:
+            env |= {"LAB_MLFLOW_USERNAME": job, "LAB_MLFLOW_PASSWORD": values[f"MLFLOW_{job.upper()}_PASSWORD"]}
+        return env
+
     def pipeline_env(self) -> dict[str, str]:
         """compose's x-pipeline-env: the Airflow workers and the `lab` tools run every job as `pipeline`."""
         values = self.secrets()
         return {
             **self.lab_env(),
-            "LAB_S3_ACCESS_KEY_ID": "pipeline",
-            "LAB_S3_SECRET_ACCESS_KEY": values["S3_PIPELINE_SECRET_KEY"],
+            **self._signed_in_as("pipeline"),
             "LAB_CATALOG_URI": self.pg_url("ingest", driver="postgresql+psycopg2"),
-            "LAB_PG_USER": "pipeline",
-            "LAB_PG_PASSWORD": values["PG_PIPELINE_PASSWORD"],
-            "LAB_MLFLOW_USERNAME": "pipeline",
-            "LAB_MLFLOW_PASSWORD": values["MLFLOW_PIPELINE_PASSWORD"],
             # `lab promote` and the promote task sign in as the gate (the only one that moves champion).
             "LAB_MLFLOW_PROMOTE_PASSWORD": values["MLFLOW_PROMOTE_PASSWORD"],
             "LAB_PREDICTION_LOG_URL": self.pg_url("pipeline", driver="postgresql+psycopg"),
@@ -198,6 +218,15 @@ class Stack:
             "LAB_AIRFLOW_ADMIN_PASSWORD": values["AIRFLOW_ADMIN_PASSWORD"],
         }
 
+    def ingest_env(self) -> dict[str, str]:
+        """`lab ingest` alone, as compose's ingest job would run it: the ingest role and S3 identity."""
+        # Production settings refuse an empty Postgres password, though ingest touches only the catalog.
+        return {
+            **self.lab_env(),
+            **self._signed_in_as("ingest", mlflow=False),
+            "LAB_CATALOG_URI": self.pg_url("ingest", driver="postgresql+psycopg2"),
+        }
+
     def pipeline_settings(self) -> Settings:
         """The settings a job of the `lab` tools service or a worker runs with (and nothing of the caller's)."""
         fields = {k.removeprefix("LAB_").lower(): v for k, v in self.pipeline_env().items() if k.startswith("LAB_")}
@@ -207,12 +236,7 @@ class Stack:
         values = self.secrets()
         return {
             **self.lab_env(),
-            "LAB_S3_ACCESS_KEY_ID": "serve",
-            "LAB_S3_SECRET_ACCESS_KEY": values["S3_SERVE_SECRET_KEY"],
-            "LAB_PG_USER": "serve",
-            "LAB_PG_PASSWORD": values["PG_SERVE_PASSWORD"],
-            "LAB_MLFLOW_USERNAME": "serve",
-            "LAB_MLFLOW_PASSWORD": values["MLFLOW_SERVE_PASSWORD"],
+            **self._signed_in_as("serve"),
             "LAB_PREDICTION_LOG_URL": self.pg_url("serve", driver="postgresql+psycopg"),
             "LAB_ADMIN_TOKEN": values["LAB_ADMIN_TOKEN"],
             "LAB_SERVE_WORKERS": "2",
@@ -250,6 +274,13 @@ class Stack:
             return {**self.pipeline_env(), **self.airflow_env()}
         if service == "api":
             return self.serve_env()
+        if service == "ingest":
+            return self.ingest_env()
+        if service == "s3-init":
+            return {
+                "LAB_S3_ENDPOINT": self.lab_env()["LAB_S3_ENDPOINT"],
+                seaweedfs.secret_variable(seaweedfs.ADMIN): self.s3_keys(seaweedfs.ADMIN)[1],
+            }
         if service == "mlflow":
             state = self.state()
             values = self.secrets()
@@ -257,7 +288,7 @@ class Stack:
                 "MLFLOW_BACKEND_STORE_URI": self.pg_url("mlflow", self.databases()["mlflow"], "postgresql+psycopg2"),
                 "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{state.s3_port}",
                 "AWS_ACCESS_KEY_ID": "mlflow",
-                "AWS_SECRET_ACCESS_KEY": values["S3_MLFLOW_SECRET_KEY"],
+                "AWS_SECRET_ACCESS_KEY": values[seaweedfs.secret_variable("mlflow")],
                 "AWS_DEFAULT_REGION": "us-east-1",
                 # The basic-auth app: its settings file, its admin, its users' store (libpq's variables).
                 "MLFLOW_AUTH_CONFIG_PATH": str(MLFLOW_AUTH_INI),
@@ -291,8 +322,11 @@ class Stack:
             ]
         if service == "redis":
             return ["redis-server", "--port", str(state.redis_port), "--bind", "127.0.0.1", "--save", ""]
-        if service == "minio":
-            return [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(state.s3_port)]
+        if service.startswith("seaweedfs-") or service == "s3":
+            server = service.removeprefix("seaweedfs-")
+            replica = int(server.rsplit("-", 1)[1]) if server.startswith("volume-") else 1
+            ports, data = self.seaweedfs_ports(), self.seaweedfs_data
+            return seaweedfs.argv(server.split("-", 1)[0], ports, data, self.s3_identities, replica=replica)
         if service == "mlflow":
             hosts = f"127.0.0.1:{state.mlflow_port},localhost:{state.mlflow_port},127.0.0.1,localhost"
             return [

@@ -1,11 +1,11 @@
 """The object store: a SeaweedFS cluster (master, volume servers, filer, S3 gateway) and who may do what in it.
 
-One module for every mode: ``argv()`` gives each server's command line,
-``health_url()`` what a health check asks, and ``identities()`` the S3
-gateway's identities file (one identity per job). The tests start a
-``Cluster`` of real ``weed`` processes (``tests/stack/test_object_store_faults.py``);
-``lab stack`` and compose move onto the same servers and identities next
-(issue 25), replacing moto's stand-in and the MinIO image.
+One module for both modes. `lab stack` runs the processes whose argv
+``argv()`` gives, under its supervisor; compose runs the same programs from
+the official image; the tests and ``bench/s3.py`` start a ``Cluster``. The
+S3 gateway's identities file comes from ``identities()`` in every mode
+(compose runs ``python -m stack.seaweedfs identities`` in its s3-config
+one-shot), so what the tests refuse is what a Docker user's server refuses.
 
 Why SeaweedFS and not MinIO: MinIO's community edition has shipped no
 binaries or images since October 2025 and its repository was archived in April
@@ -32,7 +32,7 @@ import httpx
 
 from core.errors import LabError
 from core.files import write_private
-from core.processes import free_port
+from core.processes import free_port, http_problem
 
 # Every object has a copy on two volume servers of the rack ("001": 0 other data centres,
 # 0 other racks, 1 other server). SeaweedFS writes synchronously to every replica and
@@ -211,14 +211,6 @@ def health_url(server: str, ports: Ports, host: str = "127.0.0.1", replica: int 
     return f"http://{host}:{ports.s3}/status"
 
 
-def unhealthy(url: str) -> str | None:
-    try:
-        response = httpx.get(url, timeout=3)
-    except httpx.HTTPError as exc:
-        return f"{url}: {type(exc).__name__}"
-    return None if response.status_code == 200 else f"{url}: HTTP {response.status_code}"
-
-
 def copies(master: str) -> dict[int, int]:
     """Volume id -> how many volume servers hold it, as the master sees them now."""
     racks = httpx.get(f"{master}/vol/status", timeout=5).json()["Volumes"]["DataCenters"]
@@ -296,7 +288,7 @@ class Cluster:
     def wait(self, process: str, server: str, replica: int, timeout: float) -> None:
         url = health_url(server, self.ports, replica=replica)
         deadline = time.monotonic() + timeout
-        while (problem := unhealthy(url)) is not None:
+        while (problem := http_problem(url)) is not None:
             if self.processes[process].poll() is not None or time.monotonic() > deadline:
                 raise LabError(f"SeaweedFS {process} did not start ({problem}): see {self.root / process}.log")
             time.sleep(0.2)
@@ -338,7 +330,7 @@ def running(root: Path) -> Iterator[Cluster]:
 
 
 def main(args: list[str]) -> int:
-    """The one-shots of a stack: ``identities PATH`` and ``buckets``, their secrets from the environment."""
+    """compose's one-shots: ``identities PATH`` (s3-config) and ``buckets`` (s3-init), secrets from the environment."""
     if args[:1] == ["identities"] and len(args) == 2:
         write_identities(Path(args[1]), os.environ)
         return 0

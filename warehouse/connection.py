@@ -2,8 +2,15 @@
 
 DuckDB is the embedded warehouse itself, and also the engine that reads the
 Postgres warehouse (its postgres extension) and the Iceberg lake (its iceberg
-extension). Extensions ship as PyPI wheels (``duckdb-extension-<name>``) and are
-installed from those files, never downloaded at run time.
+extension, and httpfs for a lake on S3). Extensions ship as PyPI wheels
+(``duckdb-extension-<name>``) and are installed from those files, never
+downloaded at run time.
+
+With an S3 lake every connection gets a temporary (in-memory) S3 secret built
+from the settings, so ``iceberg_scan`` over an ``s3://`` location works on it.
+dbt's own connection gets the same secret through ``profiles.yml``, from the
+``LAB_DUCKDB_S3_*`` variables of ``s3_secret_env``: the key is never in a
+file, a log line or a process argument.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import duckdb
 import psycopg
@@ -22,7 +30,8 @@ from core.errors import LabError
 from core.settings import Settings
 from core.uris import redact
 
-EXTENSIONS = ("avro", "iceberg", "postgres")
+EXTENSIONS = ("avro", "httpfs", "iceberg", "postgres")
+SECRET_NAME = "lab_lake"
 
 
 def _extension_file(name: str) -> Path:
@@ -58,7 +67,47 @@ def duckdb_connect(
         installed = ext_dir.glob(f"v*/*/{name}.duckdb_extension")
         if not any(installed):
             conn.execute(f"install '{_extension_file(name)}'")
+    if settings.uses_s3:
+        _create_s3_secret(conn, settings)
     return conn
+
+
+def s3_secret_env(settings: Settings) -> dict[str, str]:
+    """The S3 secret's fields as the ``LAB_DUCKDB_S3_*`` variables ``profiles.yml`` reads (for dbt's connection).
+
+    Empty key fields on a local lake: DuckDB then signs nothing, and never reaches S3 anyway.
+    """
+    endpoint = urlparse(settings.s3_endpoint) if settings.s3_endpoint else None
+    secret = settings.s3_secret_access_key
+    return {
+        "LAB_DUCKDB_S3_KEY_ID": settings.s3_access_key_id or "",
+        "LAB_DUCKDB_S3_SECRET": secret.get_secret_value() if secret is not None else "",
+        "LAB_DUCKDB_S3_REGION": settings.s3_region,
+        # DuckDB wants host:port, without the scheme; AWS's own endpoint when none is set.
+        "LAB_DUCKDB_S3_ENDPOINT": endpoint.netloc if endpoint else "s3.amazonaws.com",
+        # An S3-compatible server (SeaweedFS) addresses buckets by path; AWS by virtual host.
+        "LAB_DUCKDB_S3_URL_STYLE": "path" if endpoint else "vhost",
+        "LAB_DUCKDB_S3_USE_SSL": "false" if endpoint and endpoint.scheme == "http" else "true",
+    }
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _create_s3_secret(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """A temporary S3 secret on ``conn``: the same fields as dbt's, from ``s3_secret_env``."""
+    fields = s3_secret_env(settings)
+    conn.execute("load httpfs")
+    conn.execute(
+        f"create or replace temporary secret {SECRET_NAME} (type s3"
+        f", key_id {_sql_string(fields['LAB_DUCKDB_S3_KEY_ID'])}"
+        f", secret {_sql_string(fields['LAB_DUCKDB_S3_SECRET'])}"
+        f", region {_sql_string(fields['LAB_DUCKDB_S3_REGION'])}"
+        f", endpoint {_sql_string(fields['LAB_DUCKDB_S3_ENDPOINT'])}"
+        f", url_style {_sql_string(fields['LAB_DUCKDB_S3_URL_STYLE'])}"
+        f", use_ssl {fields['LAB_DUCKDB_S3_USE_SSL']})"
+    )
 
 
 def _release_in_process_dbt() -> None:

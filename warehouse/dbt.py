@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.errors import DbtError, LabError
 from core.settings import Settings
+from warehouse.connection import s3_secret_env
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "LAB_MONITOR_MIN_LABELLED": str(settings.monitor_min_labelled),
         "LAB_MONITOR_MIN_PREDICTIONS": str(settings.monitor_min_predictions),
         "LAB_MONITOR_DRIFT_IMPORTANCE_SHARE": str(settings.monitor_drift_importance_share),
+        **s3_secret_env(settings),  # the lake's S3 secret, for the raw views' iceberg_scan()s
         "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
         "DBT_PROJECT_DIR": str(settings.dbt_project_dir),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",

@@ -2,7 +2,11 @@
 
 DuckDB reads the lake in place: ``raw.<table>`` becomes a view over
 ``iceberg_scan('<current metadata.json>')``, so nothing is copied and a build sees
-exactly one snapshot per table. Postgres cannot read Iceberg, so each table is
+exactly one snapshot per table. The same views serve a folder lake and an S3
+one: only the location differs (a path, or the ``s3://`` URI read through
+httpfs with the S3 secret every DuckDB connection, dbt's included, is given;
+see warehouse/connection.py). A view is evaluated when it is read, so dbt's
+connection reads the lake too. Postgres cannot read Iceberg, so each table is
 copied into ``raw.<table>`` (streamed from pyiceberg in Arrow batches through
 DuckDB's postgres extension) and swapped in atomically.
 
@@ -22,12 +26,14 @@ from __future__ import annotations
 
 import logging
 
+import duckdb
 import pyarrow as pa
 from psycopg import sql
 
 from core.errors import LabError
 from core.names import QUARANTINE_TABLE
 from core.settings import Settings
+from core.uris import is_s3
 from ingestion.declarations import load_declarations
 from ingestion.storage import open_catalog
 from ingestion.tables import empty_arrow_table
@@ -43,6 +49,18 @@ def _quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def _object_store_error(settings: Settings, exc: Exception) -> LabError:
+    """A failed read of an S3 lake, named as the object store's (wrong keys, a server down), in one line."""
+    where = settings.s3_endpoint or f"S3 ({settings.s3_region})"
+    reason = " ".join(str(exc).split())
+    if len(reason) > 300:
+        reason = reason[:300] + "…"
+    return LabError(
+        f"the object store at {where} refused or failed a read of {settings.warehouse_uri} "
+        f"(check LAB_S3_ENDPOINT, LAB_S3_ACCESS_KEY_ID, LAB_S3_SECRET_ACCESS_KEY): {reason}"
+    )
+
+
 def _raw_tables(settings: Settings) -> list[PublishedTable]:
     catalog = open_catalog(settings)
     tables = []
@@ -50,7 +68,12 @@ def _raw_tables(settings: Settings) -> list[PublishedTable]:
         name = ident[-1]
         if name == QUARANTINE_TABLE:
             continue
-        table = catalog.load_table(ident)
+        try:
+            table = catalog.load_table(ident)  # reads its metadata file from the lake
+        except OSError as exc:
+            if not settings.uses_s3:
+                raise
+            raise _object_store_error(settings, exc) from None
         snapshot = table.current_snapshot()
         if snapshot is None:
             continue
@@ -85,16 +108,25 @@ def publish(settings: Settings) -> list[PublishedTable]:
     return tables
 
 
+def _scan_location(metadata_location: str) -> str:
+    """Where DuckDB reads a table's metadata: an ``s3://`` URI as it is, a ``file://`` one as a path."""
+    location = metadata_location if is_s3(metadata_location) else metadata_location.removeprefix("file://")
+    return location.replace("'", "''")
+
+
 def _publish_duckdb(settings: Settings, tables: list[PublishedTable], empty: dict[str, pa.Table]) -> None:
-    if settings.uses_s3:
-        raise LabError("the duckdb target reads a local lake; with an S3 warehouse use LAB_DBT_TARGET=postgres")
     with duckdb_connect(settings, settings.duckdb_path) as conn:
         conn.execute("begin")
         conn.execute("create schema if not exists raw")
         for table in tables:
-            location = table.metadata_location.removeprefix("file://").replace("'", "''")
             view = _quoted(table.name)
-            conn.execute(f"create or replace view raw.{view} as select * from iceberg_scan('{location}')")
+            scan = f"iceberg_scan('{_scan_location(table.metadata_location)}')"
+            try:  # binding the view reads the table's metadata
+                conn.execute(f"create or replace view raw.{view} as select * from {scan}")
+            except (duckdb.HTTPException, duckdb.IOException) as exc:
+                if not settings.uses_s3:
+                    raise
+                raise _object_store_error(settings, exc) from None
         for name, arrow in empty.items():
             # A view like a loaded table's, over an empty table of the declared shape.
             shape = _quoted(f"_declared_{name}")

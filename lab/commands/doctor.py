@@ -52,26 +52,60 @@ def _postgres(settings: Settings) -> Finding:
     return Finding("postgres", where, True, f"server {version}; reads raw: {raw}; writes {settings.pg_schema}: {marts}")
 
 
-def _object_store(settings: Settings) -> Finding:
+def _object_store(settings: Settings) -> list[Finding]:
+    """The bucket answers; then, as this job, what it may read and write, against what its identity should allow."""
     if not settings.uses_s3:
-        return Finding("object store", settings.warehouse_uri, True, "local folder")
-    import boto3
+        return [Finding("object store", settings.warehouse_uri, True, "local folder")]
+    import uuid
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from stack import seaweedfs
 
     bucket = settings.warehouse_uri.removeprefix("s3://").split("/", 1)[0]
-    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else ""
+    who = settings.s3_access_key_id or ""
+    s3 = seaweedfs.client(settings.s3_endpoint or "", who, secret, settings.s3_region)
+    where = f"{settings.s3_endpoint} {bucket}"
     try:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=secret,
-            region_name=settings.s3_region,
-        )
-        s3.head_bucket(Bucket=bucket)
-    except Exception as exc:
-        fix = f"create bucket {bucket!r} (minio-init) or fix LAB_S3_ENDPOINT and the job's keys"
-        return Finding("object store", f"{settings.s3_endpoint} {bucket}", False, str(exc)[:120], fix)
-    return Finding("object store", f"{settings.s3_endpoint} {bucket}", True, f"bucket {bucket} answers")
+        s3.list_objects_v2(Bucket=bucket, MaxKeys=1)  # HeadBucket needs Read on the whole bucket; List is every job's
+    except (BotoCoreError, ClientError) as exc:
+        fix = f"create bucket {bucket!r} (s3-init) or fix LAB_S3_ENDPOINT and the job's keys"
+        return [Finding("object store", where, False, str(exc)[:120], fix)]
+    findings = [Finding("object store", where, True, f"bucket {bucket} answers {who}")]
+    areas = {
+        "landing": settings.landing_uri,
+        "raw tables": f"{settings.warehouse_uri.rstrip('/')}/{settings.raw_namespace}",
+        "features": settings.features_uri,
+    }
+    seen: dict[str, list[str]] = {"Read": [], "Write": []}
+    wrong = []
+    for area, uri in areas.items():
+        if not uri.startswith(f"s3://{bucket}/"):
+            continue
+        key = f"{uri.removeprefix(f's3://{bucket}/').rstrip('/')}/.lab-doctor/{uuid.uuid4().hex}"
+        for verb in ("Read", "Write"):
+            try:
+                if verb == "Read":
+                    s3.head_object(Bucket=bucket, Key=key)  # absent: 404 when allowed, 403 when not
+                else:
+                    s3.put_object(Bucket=bucket, Key=key, Body=b"")
+                    s3.delete_object(Bucket=bucket, Key=key)
+                allowed = True
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                allowed = code in {"404", "NoSuchKey"}
+            if allowed:
+                seen[verb].append(area)
+            if who in seaweedfs.ACTIONS and allowed != seaweedfs.allows(who, verb, bucket, key):
+                wrong.append(f"{verb.lower()} {area}: {'allowed' if allowed else 'refused'}")
+    found = "; ".join(f"{verb.lower()}s {', '.join(areas) or 'nothing'}" for verb, areas in seen.items())
+    if wrong:
+        fix = "the gateway does not enforce stack/seaweedfs.py's identities: rerun s3-config and restart s3"
+        findings.append(Finding(f"access as {who}", where, False, "; ".join(wrong), fix))
+    else:
+        findings.append(Finding(f"access as {who}", where, True, found))
+    return findings
 
 
 def _catalog(settings: Settings) -> Finding:
@@ -164,7 +198,7 @@ def _api(settings: Settings) -> Finding:
     return Finding("api", url, status == "ready", status, "" if status == "ready" else "promote a model")
 
 
-CHECKS: tuple[Callable[[Settings], Finding], ...] = (
+CHECKS: tuple[Callable[[Settings], Finding | list[Finding]], ...] = (
     _postgres,
     _object_store,
     _catalog,
@@ -183,11 +217,12 @@ def doctor_command(ctx: typer.Context, target: Target = None) -> None:
     failed = 0
     for check in CHECKS:
         started = time.perf_counter()
-        finding = check(settings)
-        failed += finding.ok is False
-        mark = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: "[dim]-[/dim]"}[finding.ok]
+        found = check(settings)
         seconds = f"{time.perf_counter() - started:.1f}"
-        table.add_row(finding.check, finding.where, mark, finding.found, finding.fix, seconds)
+        for finding in found if isinstance(found, list) else [found]:
+            failed += finding.ok is False
+            mark = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: "[dim]-[/dim]"}[finding.ok]
+            table.add_row(finding.check, finding.where, mark, finding.found, finding.fix, seconds)
     output.show(table)
     if failed:
         raise typer.Exit(1)

@@ -50,8 +50,8 @@ def down_command(
 ) -> None:
     """Stop every supervised service, then the supervisor.
 
-    Postgres keeps its databases; moto's S3 stand-in keeps objects in memory only, so the
-    lake's files and MLflow's artifacts are gone: start again with --volumes.
+    Postgres keeps its databases and SeaweedFS its objects on disk, so the next `up` has the
+    lake, the published features and MLflow's artifacts. --volumes wipes them all.
     """
     from stack import lifecycle
 
@@ -93,7 +93,7 @@ def logs_command(
 
 def run_command(
     ctx: typer.Context,
-    service: Annotated[str, typer.Argument(help="Whose environment: lab (the tools), api, airflow-worker ...")],
+    service: Annotated[str, typer.Argument(help="Whose environment: lab (the tools), ingest, api, airflow-worker ...")],
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
 ) -> None:
     """Run a command as a service of the stack, like `docker compose run --rm <service> <command>`."""

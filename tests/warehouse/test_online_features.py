@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from core.settings import Settings
 from serving.features import ONLINE_TABLES
+from stack import seaweedfs
 from tests.helpers.fingerprints import fingerprint
 from warehouse.dbt import mart_relations, target_dir
 from warehouse.online import (
@@ -186,18 +187,16 @@ def test_old_versions_are_pruned_but_the_current_one_stays(duckdb_built: Setting
 
 
 def test_the_same_code_publishes_to_and_reads_from_s3(
-    duckdb_built: Settings, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+    duckdb_built: Settings, tmp_path: Path, s3_endpoint: str, s3_keys: tuple[str, str], s3_bucket: str
 ) -> None:
-    """LAB_FEATURES_URI=s3://…: the full stack's API reads the artifact from the object store (moto's server)."""
-    import boto3
-
+    """LAB_FEATURES_URI=s3://…: the full stack's API reads the artifact from the object store (SeaweedFS)."""
     settings = duckdb_built.model_copy(
         update={
             "features_uri": f"s3://{s3_bucket}/features",
             "features_keep_versions": 2,
             "s3_endpoint": s3_endpoint,
-            "s3_access_key_id": "testing",
-            "s3_secret_access_key": SecretStr("testing"),
+            "s3_access_key_id": s3_keys[0],
+            "s3_secret_access_key": SecretStr(s3_keys[1]),
         }
     )
     with pytest.raises(FeaturesUnavailable, match="run `lab build`"):
@@ -208,7 +207,7 @@ def test_the_same_code_publishes_to_and_reads_from_s3(
     assert on_s3.version == versions[-1]
     for name, table in local.tables.items():
         assert on_s3.tables[name].equals(table), name
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = seaweedfs.client(s3_endpoint, *s3_keys)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="features/")["Contents"]}
     assert f"features/duckdb/{POINTER}" in keys
     assert {k.split("/")[2] for k in keys if k.count("/") == 3} == set(versions[-2:])  # the oldest was pruned
