@@ -9,7 +9,7 @@ S3_SCHEMES = frozenset({"s3", "s3a"})
 
 
 def is_s3(uri: str) -> bool:
-    """True for ``s3://`` and ``s3a://`` locations (MinIO, or moto's server in tests)."""
+    """True for ``s3://`` and ``s3a://`` locations (SeaweedFS, MinIO, a cloud bucket)."""
     return urlparse(uri).scheme in S3_SCHEMES
 
 

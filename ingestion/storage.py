@@ -1,7 +1,7 @@
 """The two storage backends behind one interface, chosen by settings alone.
 
 Embedded: a local folder (``file://``) and a pyiceberg SQL catalog on SQLite.
-Full stack: an S3 endpoint (MinIO, or moto's server in tests) and the SQL
+Full stack: an S3 endpoint (SeaweedFS in the stack and the tests, or any S3) and the SQL
 catalog on Postgres. Nothing else in the package knows which one it talks to.
 """
 
