@@ -115,6 +115,40 @@ class Settings(BaseSettings):
         description="Attempts after the first at an Iceberg commit that conflicts with a concurrent writer "
         "before the load fails.",
     )
+    # The flight events (issue 26) and the sink that writes them into raw.flight_events.
+    stream_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="The Redis the flight events are streamed on (Redis Streams): producers add to it, the "
+        "lake sink (`lab stream sink`) reads it.",
+    )
+    stream_key: str = Field(
+        default="lab:flight-events", description="The Redis Streams key the flight events are added to."
+    )
+    # Its pending entries are what a restarted sink reads first: one sink process per group.
+    sink_consumer_group: str = Field(
+        default="lake-sink",
+        description="The consumer group the lake sink reads the stream as; run one sink per group.",
+    )
+    # The anchor is Iceberg's Kafka Connect sink, which commits on time alone:
+    # iceberg.control.commit.interval-ms, 5 minutes by default, so a table does not drown in small files
+    # (Iceberg's Spark streaming docs advise at least a minute). At live pace (about 1,000 flights a day,
+    # departing over some 19 hours) that closes about 230 batches of about 4 events per streamed day:
+    # small files, the price of a lake 5 minutes behind, merged later by compaction. The size bound only
+    # matters when events come faster than that (a replay): 10,000 events are about 11 streamed days, so
+    # the bundled year (336,776 events) replayed at full speed commits about 34 files, not one per day,
+    # while a batch held in memory and re-read after a crash stays a few MB.
+    sink_batch_events: int = Field(
+        default=10_000,
+        gt=0,
+        description="Stream entries after which the lake sink closes its micro-batch: one Iceberg commit, "
+        "then the ack.",
+    )
+    sink_batch_seconds: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="Seconds after a micro-batch's first entry at which the lake sink closes it, full or not: "
+        "how far the lake runs behind the stream.",
+    )
 
     # --- warehouse and dbt (profiles.yml reads these same LAB_* variables) -------
     dbt_target: Literal["duckdb", "postgres"] = Field(

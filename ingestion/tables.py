@@ -35,12 +35,16 @@ def _table_schema(decl: SourceDeclaration) -> Schema:
         NestedField(i, c.name, ICEBERG_TYPES[c.type], required=False, doc=c.description or None)
         for i, c in enumerate(decl.columns, start=1)
     ]
-    start = len(fields) + 1
-    lineage = [
-        NestedField(start + i, name, _LINEAGE_FIELDS[name][0], required=False, doc=_LINEAGE_FIELDS[name][1])
+    return Schema(*fields, *lineage_fields(len(fields) + 1))
+
+
+def lineage_fields(start: int, docs: dict[str, str] | None = None) -> list[NestedField]:
+    """The lineage columns every raw table ends with, numbered from ``start``; ``docs`` overrides their docs."""
+    docs = {name: doc for name, (_, doc) in _LINEAGE_FIELDS.items()} | (docs or {})
+    return [
+        NestedField(start + i, name, _LINEAGE_FIELDS[name][0], required=False, doc=docs[name])
         for i, name in enumerate(LINEAGE_COLUMNS)
     ]
-    return Schema(*fields, *lineage)
 
 
 def empty_arrow_table(decl: SourceDeclaration) -> pa.Table:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from core.errors import BadRowsError, LabError
 from lab import output
-from lab.commands import airflow, build, doctor, lake, models, monitoring, serve, stack
+from lab.commands import airflow, build, doctor, lake, models, monitoring, serve, stack, stream
 from lab.context import LabContext
 
 EXIT_USER_ERROR = 2
@@ -58,6 +58,7 @@ def with_exit_codes(command: Callable[P, None]) -> Callable[P, None]:
 app = typer.Typer(help="The data platform lab: land, model, train, serve.", no_args_is_help=True)
 lake_app = typer.Typer(help="Inspect the Iceberg lake.", no_args_is_help=True)
 stack_app = typer.Typer(help="The full stack (compose.yaml) as supervised processes here.", no_args_is_help=True)
+stream_app = typer.Typer(help="The flight event stream (Redis Streams).", no_args_is_help=True)
 
 
 @app.callback()
@@ -99,6 +100,8 @@ _add(app, "doctor", doctor.doctor_command)
 app.add_typer(lake_app, name="lake")
 _add(lake_app, "status", lake.lake_status_command)
 _add(lake_app, "quarantine", lake.lake_quarantine_command)
+app.add_typer(stream_app, name="stream")
+_add(stream_app, "sink", stream.sink_command)
 app.add_typer(stack_app, name="stack")
 _add(stack_app, "up", stack.up_command)
 _add(stack_app, "down", stack.down_command)

@@ -1,0 +1,97 @@
+"""The flight events on Redis Streams: connecting, publishing, the consumer group a reader needs.
+
+A stream entry is one event's wire fields (:func:`ingestion.events.to_fields`); its id,
+``<milliseconds>-<sequence>``, is the stream position a consumer records. Entries are
+never trimmed here: every consumer (the lake sink, the API's workers) keeps its own
+position, and the stream is the one copy until each has read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse, urlunparse
+
+from core.errors import LabError
+from core.uris import redact
+from ingestion.events import FlightEvent, to_fields
+
+if TYPE_CHECKING:
+    import redis
+
+# Entries per pipelined round trip: enough to hide the network, little enough to hold.
+PUBLISH_CHUNK = 1_000
+# A blocked XREADGROUP waits up to a few seconds (the sink asks for at most 1 s); the socket
+# waits longer, so a read that times out is Redis going away, not the wait ending.
+SOCKET_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 3.0
+
+
+def connect(url: str) -> redis.Redis:
+    """A client of the Redis at ``url`` that answered a PING (values as bytes, as the wire has them).
+
+    Raises:
+        LabError: nothing answers there, or it refused the connection (names the URL, password hidden).
+    """
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS
+        )
+    except ValueError as exc:  # not a redis://, rediss:// or unix:// URL
+        raise LabError(redact(f"LAB_STREAM_REDIS_URL {url!r} is not a Redis URL: {exc}")) from None
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        raise LabError(
+            redact(f"no Redis answers at {url} (LAB_STREAM_REDIS_URL): {type(exc).__name__}: {exc}")
+        ) from None
+    return client
+
+
+def stream_uri(url: str, key: str) -> str:
+    """``redis://host:port/db/<key>``: where the events came from, as lineage, without user or password."""
+    parsed = urlparse(url)
+    host = parsed.hostname or "127.0.0.1"
+    netloc = f"[{host}]" if ":" in host else host
+    if parsed.port is not None:
+        netloc = f"{netloc}:{parsed.port}"
+    database = parsed.path.strip("/") or "0"
+    return urlunparse((parsed.scheme or "redis", netloc, f"/{database}/{key}", "", "", ""))
+
+
+def publish(client: redis.Redis, key: str, events: Iterable[FlightEvent]) -> str | None:
+    """Add each event to the stream ``key`` in order; the last entry's id, or None when there were none."""
+    last: str | None = None
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for event in events:
+        pipe.xadd(key, to_fields(event))  # type: ignore[arg-type]  # a dict[str, str] is valid field data
+        pending += 1
+        if pending == PUBLISH_CHUNK:
+            last = _decode_id(pipe.execute()[-1])
+            pending = 0
+    if pending:
+        last = _decode_id(pipe.execute()[-1])
+    return last
+
+
+def ensure_group(client: redis.Redis, key: str, group: str) -> None:
+    """Create the consumer group (and the stream, if missing) reading from the first entry; an existing one stays.
+
+    From the first entry, not the last: events published before the group's first
+    reader started are the group's to read too.
+    """
+    import redis
+
+    try:
+        client.xgroup_create(key, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _decode_id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
