@@ -453,3 +453,21 @@ def _delay(value: str) -> float | None:
     if not math.isfinite(number):
         raise EventError("departure_delay_minutes", f"{value!r} is not a finite number")
     return number
+
+
+def bundled_flights() -> pa.Table:
+    """The declared flights source's shipped file, read with the declaration's null tokens (as the lake holds it).
+
+    The replay's and the benchmarks' source of real flights; pyarrow reads "NA" in a text
+    column as text unless told that strings can be null.
+    """
+    import zipfile
+
+    import pyarrow.csv as pacsv
+
+    from ingestion.declarations import load_declarations
+
+    decl = load_declarations()["flights"]
+    options = pacsv.ConvertOptions(null_values=decl.null_values, strings_can_be_null=True)
+    with zipfile.ZipFile(decl.input_files()[0]) as archive, archive.open("flights.csv") as handle:
+        return pacsv.read_csv(handle, convert_options=options)
