@@ -9,6 +9,8 @@ from __future__ import annotations
 # --- the lake ----------------------------------------------------------------------
 # Rows that failed validation, one Iceberg table for every source (raw namespace).
 QUARANTINE_TABLE = "quarantine"
+# The flight events the lake sink writes from the stream (raw namespace; no declared source).
+FLIGHT_EVENTS_TABLE = "flight_events"
 # Lineage columns every raw row carries (the loader writes them, dbt ignores them).
 LINEAGE_COLUMNS = ("_source_file", "_source_checksum", "_load_id", "_loaded_at")
 

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import DeclarationError
-from core.names import QUARANTINE_TABLE, SNAPSHOTS_TABLE
+from core.names import FLIGHT_EVENTS_TABLE, QUARANTINE_TABLE, SNAPSHOTS_TABLE
 
 BUNDLED_DIR = Path(__file__).parent / "sources"
 
@@ -34,7 +34,7 @@ IDENTIFIER_RULE = "lowercase letters, digits and '_', starting with a letter"
 MAX_COLUMN_NAME = 63
 MAX_TABLE_NAME = 63 - len("_stage_")
 # The loader writes rejected rows to the one, and publishing writes the other beside the raw tables.
-RESERVED_TABLES = frozenset({QUARANTINE_TABLE, SNAPSHOTS_TABLE})
+RESERVED_TABLES = frozenset({QUARANTINE_TABLE, SNAPSHOTS_TABLE, FLIGHT_EVENTS_TABLE})
 
 
 def identifier_problem(name: str, max_length: int = MAX_COLUMN_NAME) -> str | None:

@@ -56,7 +56,7 @@ from pyiceberg.transforms import MonthTransform
 from pyiceberg.types import NestedField
 
 from core.errors import LabError
-from core.names import QUARANTINE_TABLE
+from core.names import FLIGHT_EVENTS_TABLE, QUARANTINE_TABLE
 from core.retry import with_retries
 from core.settings import Settings
 from core.uris import redact
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TABLE = "flight_events"
+TABLE = FLIGHT_EVENTS_TABLE
 # One consumer per group (see the module docstring): its pending entries are the ones a restart reads.
 CONSUMER = "sink"
 KEY_PROPERTY = "lab.stream.key"

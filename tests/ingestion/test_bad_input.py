@@ -310,6 +310,7 @@ def write_declaration(folder: Path, file: str, name: str, extra: str = "") -> Pa
         (f"table: {'t' * 57}", r"table: .*longer than 56 characters"),
         ("table: quarantine", r"table 'quarantine' is reserved"),
         ("table: lake_snapshots", r"table 'lake_snapshots' is reserved"),
+        ("table: flight_events", r"table 'flight_events' is reserved"),
     ],
 )
 def test_table_names_are_identifiers(tmp_path: Path, extra: str, message: str) -> None:
