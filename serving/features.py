@@ -12,15 +12,22 @@ origin, cancelling origin and plane, the instants the outcomes became known
 (int64 microseconds, ascending) beside running sums of lateness and delay. A
 window [start, P) is then two binary searches and two subtractions: a request
 costs a few ``searchsorted`` calls, no I/O and no scan.
+
+Flight events (issue 26) keep the index current: ``OnlineFeatures.apply`` adds an
+outcome to a per-key tail after the batch, counted exactly as its row of
+``online_flight_outcomes`` would have been. One consumer applies events (``apply``
+is not meant to be called from two threads at once); requests may assemble
+concurrently with it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -28,6 +35,9 @@ import pyarrow as pa
 
 from core.settings import Settings
 from serving.schemas import FlightRequest
+
+if TYPE_CHECKING:
+    from ingestion.events import FlightEvent
 
 log = logging.getLogger(__name__)
 
@@ -123,44 +133,231 @@ def microseconds(when: datetime) -> int:
     return (when - _EPOCH) // timedelta(microseconds=1)
 
 
-@dataclass(frozen=True)
+# --- the append path (issue 26) ---------------------------------------------------------------
+#
+# Events after the batch go to a per-key tail: growable numpy buffers (capacity doubles,
+# so an append is amortised O(1)). An event in time order is written past the end and
+# its running sums extended by one addition. An out-of-order ("late") event waits in a
+# small pending list and is merged in, with one sort and one pass of running sums, by the
+# next query that reads this key, not inserted at once: inserting shifts the
+# suffix of the buffers and recomputes its sums, O(n) for every late event, while a burst
+# of k late events between two queries costs one O(n + k log k) merge. A merge builds new
+# buffers and an in-order append writes only past what was published; queries read one
+# published snapshot (a tuple swapped in one assignment), so a reader never sees a
+# half-written tail, and a lock orders the writers (``apply`` and a merging query).
+#
+# The tail's running sums continue from the batch's totals, so a window that spans the
+# end of the batch and the start of the tail subtracts the same two partial sums the
+# batch of everything would (the same additions in the same order: bit-identical floats
+# when the tail follows the batch in time).
+
+_MIN_CAPACITY = 16
+
+
+def _grown(buffer: np.ndarray, size: int) -> np.ndarray:
+    """``buffer`` with room for at least ``size`` elements (its first elements kept)."""
+    if size <= len(buffer):
+        return buffer
+    out = np.empty(max(size, 2 * len(buffer), _MIN_CAPACITY), dtype=buffer.dtype)
+    out[: len(buffer)] = buffer
+    return out
+
+
+def _continued(start: float | int, values: np.ndarray, dtype: type, capacity: int) -> np.ndarray:
+    """Running sums of ``values`` starting at ``start`` (``start`` first), in a buffer of ``capacity + 1``."""
+    out: np.ndarray = np.empty(max(capacity, len(values)) + 1, dtype=dtype)
+    used = out[: len(values) + 1]
+    used[0] = start
+    used[1:] = values
+    np.cumsum(used, dtype=dtype, out=used)  # sequential: start + v0, then + v1, ... as appends add
+    return out
+
+
 class Outcomes:
     """The outcomes of one key (a route, a carrier, ...), ordered by when they became known.
 
     ``late`` and ``delay`` are running sums with a leading zero, so the outcomes
-    at positions [lo, hi) hold ``late[hi] - late[lo]`` late departures.
+    at positions [lo, hi) hold ``late[hi] - late[lo]`` late departures. Outcomes
+    applied after the batch (``append``) go to a tail that windows add in.
     """
 
-    known_at: np.ndarray  # int64 microseconds, ascending
-    late: np.ndarray  # int64, len(known_at) + 1
-    delay: np.ndarray  # float64 minutes, len(known_at) + 1
+    __slots__ = ("_buffers", "_lock", "_pending", "_size", "_tail", "delay", "known_at", "late")
+
+    def __init__(self, known_at: np.ndarray, late: np.ndarray, delay: np.ndarray) -> None:
+        self.known_at = known_at  # int64 microseconds, ascending
+        self.late = late  # int64, len(known_at) + 1
+        self.delay = delay  # float64 minutes, len(known_at) + 1
+        # Published snapshot of the tail: (known at, late sums, delay sums), sums len + 1; None when empty.
+        self._tail: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # Buffers: (known at, lateness, delay, late sums, delay sums); the first _size (+1) are in use.
+        self._buffers: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._size = 0
+        self._pending: list[tuple[int, int, float]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def empty(cls) -> Outcomes:
+        """No outcomes yet (a key first seen in an event)."""
+        return cls(np.empty(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.float64))
+
+    def append(self, known_at: int, late: int, delay: float) -> None:
+        """Add one outcome known at ``known_at`` (µs): ``late`` 1 or 0, ``delay`` minutes (0.0 when unknown)."""
+        with self._lock:
+            if self._buffers is None:
+                self._buffers = (
+                    np.empty(_MIN_CAPACITY, dtype=np.int64),
+                    np.empty(_MIN_CAPACITY, dtype=np.int64),
+                    np.empty(_MIN_CAPACITY, dtype=np.float64),
+                    _continued(int(self.late[-1]), np.empty(0, dtype=np.int64), np.int64, _MIN_CAPACITY),
+                    _continued(float(self.delay[-1]), np.empty(0, dtype=np.float64), np.float64, _MIN_CAPACITY),
+                )
+            n = self._size
+            times = self._buffers[0]
+            if n and known_at < times[n - 1]:
+                self._pending.append((known_at, late, delay))
+                return
+            times, lates, delays, late_sums, delay_sums = (
+                *(_grown(b, n + 1) for b in self._buffers[:3]),
+                *(_grown(b, n + 2) for b in self._buffers[3:]),
+            )
+            times[n], lates[n], delays[n] = known_at, late, delay
+            late_sums[n + 1] = late_sums[n] + late
+            delay_sums[n + 1] = delay_sums[n] + delay
+            self._buffers = (times, lates, delays, late_sums, delay_sums)
+            self._size = n + 1
+            self._tail = (times[: n + 1], late_sums[: n + 2], delay_sums[: n + 2])
+
+    def _merge(self) -> None:
+        """Merge the pending (out-of-order) outcomes into the tail: one stable sort, one pass of sums."""
+        with self._lock:
+            if not self._pending or self._buffers is None:
+                return
+            n, pending = self._size, self._pending
+            times = np.concatenate([self._buffers[0][:n], np.array([p[0] for p in pending], dtype=np.int64)])
+            lates = np.concatenate([self._buffers[1][:n], np.array([p[1] for p in pending], dtype=np.int64)])
+            delays = np.concatenate([self._buffers[2][:n], np.array([p[2] for p in pending], dtype=np.float64)])
+            order = np.argsort(times, kind="stable")
+            size = len(order)
+            capacity = 2 * size
+            times, lates, delays = (_grown(a[order], capacity) for a in (times, lates, delays))
+            late_sums = _continued(int(self.late[-1]), lates[:size], np.int64, capacity)
+            delay_sums = _continued(float(self.delay[-1]), delays[:size], np.float64, capacity)
+            self._buffers = (times, lates, delays, late_sums, delay_sums)
+            self._size = size
+            self._pending = []
+            self._tail = (times[:size], late_sums[: size + 1], delay_sums[: size + 1])
+
+    def _current_tail(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if self._pending:
+            self._merge()
+        return self._tail
 
     def window(self, start: int, end: int) -> tuple[int, int, float]:
         """(count, late count, delay sum) of the outcomes known in [start, end)."""
         lo, hi = self._positions(start, end)
-        return hi - lo, int(self.late[hi] - self.late[lo]), float(self.delay[hi] - self.delay[lo])
+        tail = self._current_tail() if self._pending or self._tail is not None else None
+        if tail is None:
+            return hi - lo, int(self.late[hi] - self.late[lo]), float(self.delay[hi] - self.delay[lo])
+        times, late_sums, delay_sums = tail
+        t_lo, t_hi = np.searchsorted(times, [start, end], side=KNOWN_BEFORE)
+        t_lo, t_hi = int(t_lo), int(t_hi)
+        if t_lo == t_hi:  # nothing of the tail: the batch alone, as without one
+            return hi - lo, int(self.late[hi] - self.late[lo]), float(self.delay[hi] - self.delay[lo])
+        count = hi - lo + t_hi - t_lo
+        if hi == lo:
+            return count, int(late_sums[t_hi] - late_sums[t_lo]), float(delay_sums[t_hi] - delay_sums[t_lo])
+        if hi == len(self.known_at) and t_lo == 0:
+            # The window runs from the batch into the tail, whose sums continue the batch's:
+            # the one subtraction the batch of everything would make.
+            return count, int(late_sums[t_hi] - self.late[lo]), float(delay_sums[t_hi] - self.delay[lo])
+        late = (self.late[hi] - self.late[lo]) + (late_sums[t_hi] - late_sums[t_lo])
+        delay = (self.delay[hi] - self.delay[lo]) + (delay_sums[t_hi] - delay_sums[t_lo])
+        return count, int(late), float(delay)
 
     def count(self, start: int, end: int) -> int:
         """How many outcomes were known in [start, end) (the sums need not be built for this)."""
         lo, hi = self._positions(start, end)
-        return hi - lo
+        tail = self._current_tail() if self._pending or self._tail is not None else None
+        if tail is None:
+            return hi - lo
+        t_lo, t_hi = np.searchsorted(tail[0], [start, end], side=KNOWN_BEFORE)
+        return hi - lo + int(t_hi) - int(t_lo)
 
     def _positions(self, start: int, end: int) -> tuple[int, int]:
-        """[lo, hi): the positions of the outcomes known in [start, end)."""
+        """[lo, hi): the positions of the batch's outcomes known in [start, end)."""
         lo, hi = np.searchsorted(self.known_at, [start, end], side=KNOWN_BEFORE)
         return int(lo), int(hi)
 
 
-@dataclass(frozen=True)
+def _rank(delay: float) -> float:
+    """The order of simultaneous departures: by delay, an unknown one first."""
+    return -math.inf if math.isnan(delay) else delay
+
+
 class PlaneDepartures:
     """One plane's operated departures, ordered by when they were known, then by delay."""
 
-    known_at: np.ndarray  # int64 microseconds, ascending
-    delay: np.ndarray  # float64 minutes (NaN: unknown)
+    __slots__ = ("_buffers", "_lock", "_pending", "_size", "_tail", "delay", "known_at")
+
+    def __init__(self, known_at: np.ndarray, delay: np.ndarray) -> None:
+        self.known_at = known_at  # int64 microseconds, ascending
+        self.delay = delay  # float64 minutes (NaN: unknown)
+        self._tail: tuple[np.ndarray, np.ndarray] | None = None  # published (known at, delay)
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
+        self._size = 0
+        self._pending: list[tuple[int, float]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def empty(cls) -> PlaneDepartures:
+        """No departures yet (a plane first seen in an event)."""
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+
+    def append(self, known_at: int, delay: float) -> None:
+        """Add one departure known at ``known_at`` (µs), ``delay`` minutes (NaN: unknown)."""
+        with self._lock:
+            if self._buffers is None:
+                self._buffers = (np.empty(_MIN_CAPACITY, dtype=np.int64), np.empty(_MIN_CAPACITY, dtype=np.float64))
+            n = self._size
+            times, delays = self._buffers
+            if n and (known_at, _rank(delay)) < (int(times[n - 1]), _rank(float(delays[n - 1]))):
+                self._pending.append((known_at, delay))
+                return
+            times, delays = _grown(times, n + 1), _grown(delays, n + 1)
+            times[n], delays[n] = known_at, delay
+            self._buffers = (times, delays)
+            self._size = n + 1
+            self._tail = (times[: n + 1], delays[: n + 1])
+
+    def _merge(self) -> None:
+        with self._lock:
+            if not self._pending or self._buffers is None:
+                return
+            n, pending = self._size, self._pending
+            times = np.concatenate([self._buffers[0][:n], np.array([p[0] for p in pending], dtype=np.int64)])
+            delays = np.concatenate([self._buffers[1][:n], np.array([p[1] for p in pending], dtype=np.float64)])
+            order = np.lexsort((np.where(np.isnan(delays), -np.inf, delays), times))
+            size = len(order)
+            times, delays = _grown(times[order], 2 * size), _grown(delays[order], 2 * size)
+            self._buffers = (times, delays)
+            self._size = size
+            self._pending = []
+            self._tail = (times[:size], delays[:size])
 
     def latest_before(self, end: int) -> tuple[int, float | None] | None:
         """(known at, delay) of the last departure known before ``end``; of simultaneous ones, the largest delay."""
         index = int(np.searchsorted(self.known_at, end, side=KNOWN_BEFORE)) - 1
+        if self._pending:
+            self._merge()
+        tail = self._tail
+        if tail is not None:
+            t_index = int(np.searchsorted(tail[0], end, side=KNOWN_BEFORE)) - 1
+            if t_index >= 0 and (
+                index < 0
+                or (int(tail[0][t_index]), _rank(float(tail[1][t_index])))
+                >= (int(self.known_at[index]), _rank(float(self.delay[index])))
+            ):
+                return int(tail[0][t_index]), _clean(float(tail[1][t_index]))
         if index < 0:
             return None
         return int(self.known_at[index]), _clean(float(self.delay[index]))
@@ -204,6 +401,11 @@ class OnlineFeatures:
     origin_departures: dict[str, Outcomes]
     origin_cancellations: dict[str, Outcomes]
     plane_departures: dict[str, PlaneDepartures]
+    # The dbt var late_departure_minutes the marts' is_late was built with; ``apply`` labels events with it.
+    late_departure_minutes: int = Settings.model_fields["late_departure_minutes"].default
+    # The ids of the events applied (a duplicate counts once) and the latest instant one became known.
+    applied_event_ids: set[str] = field(default_factory=set)
+    events_through: datetime | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> OnlineFeatures:
@@ -223,11 +425,26 @@ class OnlineFeatures:
         absent = sorted(ONLINE_TABLES - published.tables.keys())
         if absent:
             raise FeaturesUnavailable(f"features {published.version} hold no {', '.join(absent)}; run `lab build`")
-        return cls.from_tables(published.version, published.tables, settings.prediction_horizon_minutes)
+        return cls.from_tables(
+            published.version,
+            published.tables,
+            settings.prediction_horizon_minutes,
+            late_departure_minutes=settings.late_departure_minutes,
+        )
 
     @classmethod
-    def from_tables(cls, version: str, tables: dict[str, pa.Table], horizon_minutes: int) -> OnlineFeatures:
-        """Index the online tables (name -> Arrow table, every one of ``ONLINE_TABLES``) for a horizon."""
+    def from_tables(
+        cls,
+        version: str,
+        tables: dict[str, pa.Table],
+        horizon_minutes: int,
+        late_departure_minutes: int = Settings.model_fields["late_departure_minutes"].default,
+    ) -> OnlineFeatures:
+        """Index the online tables (name -> Arrow table, every one of ``ONLINE_TABLES``) for a horizon.
+
+        ``late_departure_minutes`` is the threshold the marts' ``is_late`` was built with;
+        only events applied later (``apply``) are labelled with it.
+        """
 
         def rows(name: str) -> list[dict[str, Any]]:
             return [{k: _clean(v) for k, v in r.items()} for r in tables[name].to_pylist()]
@@ -246,6 +463,7 @@ class OnlineFeatures:
             airports,
             carriers=set(outcomes.column("carrier").unique().drop_null().to_pylist()),
             **_index_flight_outcomes(outcomes),
+            late_departure_minutes=late_departure_minutes,
         )
         log.info(
             "online features %s as of %d min before departure: %d outcomes, %d planes, %d observations",
@@ -256,6 +474,43 @@ class OnlineFeatures:
             sum(len(o.rows) for o in weather.values()),
         )
         return features
+
+    def apply(self, event: FlightEvent) -> bool:
+        """Index one flight event as its row of ``online_flight_outcomes`` would have been indexed.
+
+        A departure joins its route, carrier, route and carrier, origin and (with a
+        tail number) plane; a cancellation its origin's cancellations only. As in the
+        batch, an unknown delay adds nothing to the sums and is not late, but the
+        departure still counts. Returns False, changing nothing, for an event id
+        already applied (a replay or a redelivery), True otherwise.
+        """
+        if event.event_id in self.applied_event_ids:
+            return False
+        self.applied_event_ids.add(event.event_id)
+        at = microseconds(event.at)
+        self.carriers.add(event.carrier)
+        if event.kind == "cancelled":
+            _of(self.origin_cancellations, event.origin).append(at, 0, 0.0)
+        else:
+            known = event.departure_delay_minutes
+            late = int(known is not None and known > self.late_departure_minutes)
+            delay = 0.0 if known is None else known
+            route = (event.origin, event.dest)
+            for outcomes in (
+                _of(self.routes, route),
+                _of(self.carrier_outcomes, event.carrier),
+                _of(self.route_carriers, (*route, event.carrier)),
+                _of(self.origin_departures, event.origin),
+            ):
+                outcomes.append(at, late, delay)
+            if event.tailnum is not None:
+                plane = self.plane_departures.get(event.tailnum)
+                if plane is None:
+                    plane = self.plane_departures[event.tailnum] = PlaneDepartures.empty()
+                plane.append(at, math.nan if known is None else known)
+        if self.events_through is None or event.at > self.events_through:
+            self.events_through = event.at
+        return True
 
     def departure_utc(self, flight: FlightRequest) -> tuple[datetime, datetime]:
         """(local, UTC) scheduled departure; a naive time is local at the origin."""
@@ -347,6 +602,17 @@ class OnlineFeatures:
 
         missing = sorted(name for name, value in features.items() if value is None)
         return features, missing, utc
+
+
+_Key = TypeVar("_Key")
+
+
+def _of(index: dict[_Key, Outcomes], key: _Key) -> Outcomes:
+    """The outcomes of ``key``, empty ones added the first time it is seen."""
+    found = index.get(key)
+    if found is None:
+        found = index[key] = Outcomes.empty()
+    return found
 
 
 def _index_weather(table: pa.Table) -> dict[str, Observations]:
