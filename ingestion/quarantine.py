@@ -17,7 +17,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
@@ -158,10 +158,16 @@ def _quarantine_schema() -> Schema:
 
 
 def quarantine_table(catalog: Catalog, settings: Settings) -> Table:
-    """The quarantine table of the raw namespace, created if it does not exist yet."""
-    return catalog.create_table_if_not_exists(
-        f"{settings.raw_namespace}.{QUARANTINE_TABLE}", schema=_quarantine_schema()
-    )
+    """The quarantine table of the raw namespace, created if it does not exist yet.
+
+    Loaded first: pyiceberg's create_table_if_not_exists writes a new metadata file
+    before the catalog refuses the name, leaving an orphan file in the lake per call.
+    """
+    identifier = f"{settings.raw_namespace}.{QUARANTINE_TABLE}"
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return catalog.create_table_if_not_exists(identifier, schema=_quarantine_schema())
 
 
 def write_quarantine(

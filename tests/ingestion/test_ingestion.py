@@ -142,6 +142,18 @@ def test_loading_a_month_ten_times_changes_nothing(any_settings: Settings) -> No
     assert set(march.column("_load_id").to_pylist()) == {result.load_id}
 
 
+def test_repeated_loads_leave_no_orphan_metadata_file(local_settings: Settings) -> None:
+    """Every metadata file of the quarantine table is one of its versions (create-if-missing writes none)."""
+    decl = load_declarations()["weather"]
+    for _ in range(3):
+        ingest(decl, local_settings, partition="2013-03")
+    table = open_catalog(local_settings).load_table("raw.quarantine")
+    versions = {Path(entry.metadata_file).name for entry in table.metadata.metadata_log}
+    versions.add(Path(table.metadata_location).name)
+    folder = Path(local_settings.warehouse_uri.removeprefix("file://")) / "raw" / "quarantine" / "metadata"
+    assert {path.name for path in folder.glob("*.metadata.json")} == versions
+
+
 def test_bad_rows_are_quarantined_with_reasons(any_settings: Settings) -> None:
     rows = [
         *GOOD_ROWS,
