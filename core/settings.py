@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         description="Stream entries after which the lake sink closes its micro-batch: one Iceberg commit, "
         "then the ack.",
     )
+    sink_heartbeat_path: Path | None = Field(
+        default=None,
+        description="The file the lake sink touches after every read of the stream: its health check "
+        "(fresh within a minute: the sink is alive and reading). Default: <home>/stream/sink.heartbeat.",
+    )
     sink_batch_seconds: float = Field(
         default=300.0,
         gt=0.0,
@@ -437,6 +442,7 @@ class Settings(BaseSettings):
         if not self.prediction_log_url:
             self.prediction_log_url = f"sqlite:///{home / 'predictions.db'}"
         self.prediction_log_spool_dir = (self.prediction_log_spool_dir or home / "prediction_spool").resolve()
+        self.sink_heartbeat_path = (self.sink_heartbeat_path or home / "stream" / "sink.heartbeat").resolve()
         if not self.mlflow_artifact_uri:
             self.mlflow_artifact_uri = (home / "mlartifacts").as_uri()
         self.duckdb_path = (self.duckdb_path or home / "warehouse.duckdb").resolve()

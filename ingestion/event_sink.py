@@ -266,6 +266,7 @@ class _Sink:
             if max_idle_seconds is not None:
                 wait = min(wait, last_arrival + max_idle_seconds - now)
             entries = self._read(min(batch_events - len(batch), READ_MAX_ENTRIES), wait)
+            self._beat()
             now = time.monotonic()
             if entries:
                 if not batch:
@@ -281,6 +282,13 @@ class _Sink:
         if batch:
             self._close(batch)
         return self.report
+
+    def _beat(self) -> None:
+        """Touch the heartbeat file: the health check of `lab stack` and compose reads its age."""
+        path = self.settings.sink_heartbeat_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
 
     def _read(self, count: int, wait: float) -> list[Entry]:
         """Up to ``count`` entries: pending ones while any are left (no waiting), then new ones (waiting ``wait`` s)."""

@@ -5,6 +5,7 @@ Each check returns ``None`` when healthy, else what is wrong in a few words.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -111,6 +112,18 @@ def api(stack: Stack) -> str | None:
     return http_problem(f"http://127.0.0.1:{stack.state().api_port}/health")
 
 
+HEARTBEAT_SECONDS = 60  # compose's healthcheck: the heartbeat file touched within the last minute
+
+
+def stream_sink(stack: Stack) -> str | None:
+    # The sink touches its heartbeat after every read of the stream (at least once a second).
+    path = stack.settings_of(stack.environment("stream-sink")).sink_heartbeat_path
+    if path is None or not path.exists():
+        return f"no heartbeat at {path} yet"
+    age = time.time() - path.stat().st_mtime
+    return None if age < HEARTBEAT_SECONDS else f"{path} is {age:.0f} s old: the sink is not reading"
+
+
 CHECKS: dict[str, Callable[[Stack], str | None]] = {
     "postgres": postgres,
     "redis": redis,
@@ -127,4 +140,5 @@ CHECKS: dict[str, Callable[[Stack], str | None]] = {
     "airflow-triggerer": _airflow_component("triggerer"),
     "airflow-worker": airflow_worker,
     "api": api,
+    "stream-sink": stream_sink,
 }

@@ -185,6 +185,9 @@ class Stack:
             "LAB_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{state.mlflow_port}",
             "LAB_SERVE_PORT": str(state.api_port),
             "LAB_AIRFLOW_PORT": str(state.airflow_port),
+            # The flight events: on the stack's Redis, under its own prefix like its Celery keys.
+            "LAB_STREAM_REDIS_URL": state.redis_url,
+            "LAB_STREAM_KEY": f"{state.redis_key_prefix}flight-events",
         }
 
     def _signed_in_as(self, job: str, *, mlflow: bool = True) -> dict[str, str]:
@@ -229,7 +232,12 @@ class Stack:
 
     def pipeline_settings(self) -> Settings:
         """The settings a job of the `lab` tools service or a worker runs with (and nothing of the caller's)."""
-        fields = {k.removeprefix("LAB_").lower(): v for k, v in self.pipeline_env().items() if k.startswith("LAB_")}
+        return self.settings_of(self.pipeline_env())
+
+    @staticmethod
+    def settings_of(env: dict[str, str]) -> Settings:
+        """The settings a service's environment gives (and nothing of the caller's)."""
+        fields = {k.removeprefix("LAB_").lower(): v for k, v in env.items() if k.startswith("LAB_")}
         return _OnlyGiven.model_validate(fields)
 
     def serve_env(self) -> dict[str, str]:
@@ -275,6 +283,8 @@ class Stack:
         if service == "api":
             return self.serve_env()
         if service == "ingest":
+            return self.ingest_env()
+        if service == "stream-sink":
             return self.ingest_env()
         if service == "s3-init":
             return {
@@ -336,6 +346,8 @@ class Stack:
                 *("--host", "127.0.0.1", "--port", str(state.mlflow_port), "--workers", "2"),
                 *("--serve-artifacts", "--artifacts-destination", "s3://mlflow/", "--allowed-hosts", hosts),
             ]
+        if service == "stream-sink":
+            return [str(bin_dir / "lab"), "stream", "sink"]
         if service == "api":
             return [str(bin_dir / "lab"), "serve", "--host", "127.0.0.1", "--port", str(state.api_port)]
         airflow = str(bin_dir / "airflow")

@@ -54,6 +54,8 @@ SERVICES: tuple[Service, ...] = (
         replicas=2,
     ),
     Service("api", after=("postgres", "s3-init", "mlflow-init")),
+    # `lab stream sink`: the flight events into raw.flight_events, as the ingest role and identity.
+    Service("stream-sink", after=("postgres", "redis", "s3-init")),
     # `lab ingest` alone, with the ingest role and identity (the workers run it as the pipeline).
     Service("ingest", after=("postgres", "s3-init"), tool=True),
     Service("lab", after=("postgres", "s3-init", "mlflow-init", "airflow-init"), tool=True),

@@ -352,10 +352,11 @@ def test_each_service_connects_as_its_own_role() -> None:
         assert _url(env["LAB_CATALOG_URI"]).username == "ingest", name  # ingest owns the Iceberg catalog
         assert pg_users(name) == {"pipeline", "ingest", "airflow"}, name
     assert pg_users("ingest") == {"ingest"}
+    assert pg_users("stream-sink") == {"ingest"}  # the sink writes a raw table, as ingest does
 
     # Each service's S3 identity is its job's, with that identity's own secret key.
     s3_users = {name: _env(service).get("LAB_S3_ACCESS_KEY_ID") for name, service in SERVICES.items()}
-    expected = {"api": "serve", "ingest": "ingest"}
+    expected = {"api": "serve", "ingest": "ingest", "stream-sink": "ingest"}
     expected |= {n: "pipeline" for n in ("airflow-worker", "airflow-dag-processor", "airflow-init", "lab")}
     assert {name: user for name, user in s3_users.items() if user} == expected
     for name, user in expected.items():

@@ -115,7 +115,7 @@ def test_the_stack_is_up_and_healthy(stack: Stack, env: dict[str, str]) -> None:
     status = _lab(env, "stack", "status")
     volumes = tuple(f"seaweedfs-volume-{i}" for i in range(1, seaweedfs.VOLUME_SERVERS + 1))
     servers = ("seaweedfs-master", *volumes, "seaweedfs-filer", "s3")
-    for service in (*servers, "mlflow", "airflow-scheduler", "airflow-worker", "api"):
+    for service in (*servers, "mlflow", "airflow-scheduler", "airflow-worker", "api", "stream-sink"):
         line = next(line for line in status.splitlines() if f" {service} " in line)
         assert "healthy" in line, line
     workers = [p for name, p in supervisor.processes(stack).items() if name.startswith("airflow-worker")]
@@ -228,6 +228,33 @@ def test_each_job_s_identity_is_enforced_by_the_object_store(stack: Stack, env: 
     report = _lab(env, "stack", "run", "api", "--", "lab", "doctor", check=False)
     access = next(line for line in report.splitlines() if "access as serve" in line)
     assert " ok " in access and "reads features" in access and "writes nothing" in access, access
+
+
+def test_the_sink_service_lands_streamed_events_in_the_lake_once(stack: Stack) -> None:
+    from ingestion.event_stream import connect, publish
+    from ingestion.events import bundled_flights, events_from_flights, iter_events
+
+    settings = stack.settings_of(stack.environment("stream-sink"))
+    flights = bundled_flights()
+    december = flights.filter(pc.and_(pc.equal(flights["month"], 12), pc.equal(flights["day"], 1)))
+    events = list(iter_events(events_from_flights(december)))[:50]
+    client = connect(settings.stream_redis_url)
+    publish(client, settings.stream_key, events)
+    publish(client, settings.stream_key, events[:5])  # sent twice: counted once
+    deadline = time.monotonic() + 60
+    while client.xpending(settings.stream_key, settings.sink_consumer_group)["pending"] < 55:
+        assert time.monotonic() < deadline, "the sink did not read the stream"
+        time.sleep(0.5)
+    # The batch bound is 5 minutes; a clean stop (SIGTERM, as `docker compose stop`) commits the open batch.
+    rpc = supervisor.client(stack)
+    rpc.stopProcess("stream-sink")
+    rpc.startProcess("stream-sink")
+    table = open_catalog(settings).load_table(f"{settings.raw_namespace}.flight_events")
+    landed = table.scan(selected_fields=("event_id",)).to_arrow()["event_id"].to_pylist()
+    assert sorted(landed) == sorted(event.event_id for event in events)
+    assert client.xpending(settings.stream_key, settings.sink_consumer_group)["pending"] == 0
+    summary = table.current_snapshot().summary  # type: ignore[union-attr]
+    assert summary["lab.stream.key"] == settings.stream_key
 
 
 def boto3_client(endpoint: str, **options: Any) -> Any:
