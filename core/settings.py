@@ -143,16 +143,16 @@ class Settings(BaseSettings):
         description="Stream entries after which the lake sink closes its micro-batch: one Iceberg commit, "
         "then the ack.",
     )
-    sink_heartbeat_path: Path | None = Field(
-        default=None,
-        description="The file the lake sink touches after every read of the stream: its health check "
-        "(fresh within a minute: the sink is alive and reading). Default: <home>/stream/sink.heartbeat.",
-    )
     sink_batch_seconds: float = Field(
         default=300.0,
         gt=0.0,
         description="Seconds after a micro-batch's first entry at which the lake sink closes it, full or not: "
         "how far the lake runs behind the stream.",
+    )
+    sink_heartbeat_path: Path | None = Field(
+        default=None,
+        description="The file the lake sink touches after every read of the stream: its health check "
+        "(fresh within a minute: the sink is alive and reading). Default: <home>/stream/sink.heartbeat.",
     )
 
     # --- warehouse and dbt (profiles.yml reads these same LAB_* variables) -------

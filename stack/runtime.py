@@ -282,9 +282,7 @@ class Stack:
             return {**self.pipeline_env(), **self.airflow_env()}
         if service == "api":
             return self.serve_env()
-        if service == "ingest":
-            return self.ingest_env()
-        if service == "stream-sink":
+        if service in {"ingest", "stream-sink"}:  # the sink writes a raw table, as `lab ingest` does
             return self.ingest_env()
         if service == "s3-init":
             return {
