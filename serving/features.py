@@ -173,6 +173,14 @@ def _continued(start: float | int, values: np.ndarray, dtype: type, capacity: in
     return out
 
 
+def _with_pending(buffers: tuple[np.ndarray, ...], size: int, pending: list[Any]) -> list[np.ndarray]:
+    """Each buffer's ``size`` used elements followed by that column of the pending (out-of-order) rows."""
+    return [
+        np.concatenate([buffer[:size], np.array([row[i] for row in pending], dtype=buffer.dtype)])
+        for i, buffer in enumerate(buffers)
+    ]
+
+
 class Outcomes:
     """The outcomes of one key (a route, a carrier, ...), ordered by when they became known.
 
@@ -232,10 +240,7 @@ class Outcomes:
         with self._lock:
             if not self._pending or self._buffers is None:
                 return
-            n, pending = self._size, self._pending
-            times = np.concatenate([self._buffers[0][:n], np.array([p[0] for p in pending], dtype=np.int64)])
-            lates = np.concatenate([self._buffers[1][:n], np.array([p[1] for p in pending], dtype=np.int64)])
-            delays = np.concatenate([self._buffers[2][:n], np.array([p[2] for p in pending], dtype=np.float64)])
+            times, lates, delays = _with_pending(self._buffers[:3], self._size, self._pending)
             order = np.argsort(times, kind="stable")
             size = len(order)
             capacity = 2 * size
@@ -333,9 +338,7 @@ class PlaneDepartures:
         with self._lock:
             if not self._pending or self._buffers is None:
                 return
-            n, pending = self._size, self._pending
-            times = np.concatenate([self._buffers[0][:n], np.array([p[0] for p in pending], dtype=np.int64)])
-            delays = np.concatenate([self._buffers[1][:n], np.array([p[1] for p in pending], dtype=np.float64)])
+            times, delays = _with_pending(self._buffers, self._size, self._pending)
             order = np.lexsort((np.where(np.isnan(delays), -np.inf, delays), times))
             size = len(order)
             times, delays = _grown(times[order], 2 * size), _grown(delays[order], 2 * size)
