@@ -16,7 +16,10 @@ warehouse now holds: the lineage a trained model points back to.
 A bundled source that was never loaded (the prediction log before the API's
 first answer) is published empty, with its declared and lineage columns: the
 models over it build, with no rows, instead of failing on a missing relation.
-It has no snapshot, so ``raw.lake_snapshots`` does not name it.
+It has no snapshot, so ``raw.lake_snapshots`` does not name it. ``raw.flight_events``
+is no declared source (the stream sink creates it on its first commit), but the
+outcome models read it on every build, so until the sink has committed it is
+published empty the same way, with the sink's schema.
 
 Table names come from the catalog, so every one is quoted where SQL is built
 (declarations only allow plain identifiers, but the catalog may hold others).
@@ -31,10 +34,11 @@ import pyarrow as pa
 from psycopg import sql
 
 from core.errors import LabError
-from core.names import QUARANTINE_TABLE
+from core.names import FLIGHT_EVENTS_TABLE, QUARANTINE_TABLE
 from core.settings import Settings
 from core.uris import is_s3
 from ingestion.declarations import load_declarations
+from ingestion.event_sink import events_table_schema
 from ingestion.storage import open_catalog
 from ingestion.tables import empty_arrow_table
 from warehouse import reference, snapshots
@@ -85,19 +89,21 @@ def _raw_tables(settings: Settings) -> list[PublishedTable]:
 
 
 def _never_loaded(loaded: list[PublishedTable]) -> dict[str, pa.Table]:
-    """Source name -> its empty table, for every bundled source the lake has not loaded.
+    """Table name -> its empty table, for every bundled source (and the stream's events) the lake has not loaded.
 
     Only the bundled declarations, which the dbt project's sources name: a
     folder of the user's own (``LAB_SOURCES_DIRS``) is read when it is loaded,
-    and a problem in it is that load's to report, not every build's.
+    and a problem in it is that load's to report, not every build's. The events
+    table has the columns the sink creates it with (``events_table_schema``).
     """
     names = {table.name for table in loaded}
-    declarations = load_declarations()
-    return {name: empty_arrow_table(decl) for name, decl in sorted(declarations.items()) if name not in names}
+    shapes = {name: empty_arrow_table(decl) for name, decl in load_declarations().items()}
+    shapes[FLIGHT_EVENTS_TABLE] = events_table_schema().as_arrow().empty_table()
+    return {name: shape for name, shape in sorted(shapes.items()) if name not in names}
 
 
 def publish(settings: Settings) -> list[PublishedTable]:
-    """Publish every loaded raw table to ``settings.dbt_target``, and every declared but unloaded one empty."""
+    """Publish every loaded raw table to ``settings.dbt_target``, and every declared or streamed unloaded one empty."""
     tables = _raw_tables(settings)
     empty = _never_loaded(tables)
     if settings.dbt_target == "duckdb":

@@ -1,6 +1,8 @@
 {#-
     Every flight's outcome and when it became known: the API counts these, as the
     training mart does, only once known before a request's prediction instant.
+    Each row names its outcome event, so a stream event the API also receives for
+    a flight already here is recognised by its event_id and counted once.
 -#}
 with
 
@@ -11,6 +13,7 @@ outcomes as (
 final as (
     select
         flight_id,
+        event_id,
         origin,
         dest,
         carrier,

@@ -1,8 +1,9 @@
 {#-
-    Every monitored prediction beside its flight's outcome, once the flight is in the
-    lake: matched by carrier, flight number, origin and scheduled departure. A
-    cancelled flight never gets a label (it did not leave late; it did not leave),
-    and a flight not yet landed has none either: label coverage counts both.
+    Every monitored prediction beside its flight's outcome, once the outcome is known
+    (int_flight_outcomes: from the batch flights, or from the stream's event before
+    the flight's month lands): matched by carrier, flight number, origin and scheduled
+    departure. A cancelled flight never gets a label (it did not leave late; it did
+    not leave), and a flight with no outcome yet has none either: label coverage counts both.
 -#}
 
 with
