@@ -342,6 +342,20 @@ class Settings(BaseSettings):
         description="uvicorn worker processes of `lab serve`, each with its own copy of the model (the full "
         "stack runs 2).",
     )
+    # Off by default: the embedded mode has no Redis, and an API without the stream serves the batch
+    # as before. `lab stack` and compose turn it on.
+    serve_follow_stream: bool = Field(
+        default=False,
+        description="Every API worker reads the flight event stream (LAB_STREAM_REDIS_URL, LAB_STREAM_KEY) "
+        "from where its published features end and applies each event to its features.",
+    )
+    serve_stream_wait_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=60.0,
+        description="The longest a request carrying Lab-Stream-Wait waits for its worker to apply that stream "
+        "entry; then it is answered with the features as they are (its events_through says how fresh).",
+    )
     serve_reload_url: str = Field(
         default="",
         description="Where the pipeline's last task asks a running API to reload; empty leaves it to the API's "

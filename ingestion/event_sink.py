@@ -60,7 +60,7 @@ from core.names import FLIGHT_EVENTS_TABLE, QUARANTINE_TABLE
 from core.retry import with_retries
 from core.settings import Settings
 from core.uris import redact
-from ingestion.event_stream import connect, ensure_group, stream_uri
+from ingestion.event_stream import Entry, connect, ensure_group, read_entries, stream_uri
 from ingestion.events import EVENT_SCHEMA, EventError, FlightEvent, from_fields
 from ingestion.quarantine import UNKNOWN_PARTITION, quarantine_table
 from ingestion.storage import open_catalog
@@ -94,8 +94,6 @@ _LINEAGE_DOCS = {
     "_load_id": "The micro-batch that wrote the row",
     "_loaded_at": "When that micro-batch was committed (UTC)",
 }
-
-Entry = tuple[str, Mapping[bytes, bytes] | None]  # (stream id, fields); no fields: deleted from the stream
 
 
 @dataclass
@@ -150,13 +148,15 @@ def parse_stream_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def committed_position(table: Table, key: str) -> str | None:
+def committed_position(table: Table, key: str, snapshot_id: int | None = None) -> str | None:
     """The last stream id of ``key`` a commit of ``table`` covers, or None when none does.
 
-    It is read off the newest ancestor of the current snapshot that names the stream:
-    ancestors, not every snapshot, since one rolled back is not the table's history.
+    It is read off the newest ancestor of the current snapshot (or of ``snapshot_id``)
+    that names the stream: ancestors, not every snapshot, since one rolled back is not
+    the table's history.
     """
-    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+    start = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
+    for snapshot in ancestors_of(start, table.metadata):
         summary = snapshot.summary
         if summary is not None and summary.get(KEY_PROPERTY) == key and LAST_ID_PROPERTY in summary:
             return str(summary[LAST_ID_PROPERTY])
@@ -295,7 +295,7 @@ class _Sink:
         # BLOCK 0 would wait for ever; a history read ignores BLOCK.
         block = max(1, int(wait * 1000)) if self._cursor == ">" else None
         reply = self.client.xreadgroup(self.group, CONSUMER, {self.key: self._cursor}, count=count, block=block)
-        entries = _entries(reply)
+        entries = read_entries(reply)
         if self._cursor != ">":
             self._cursor = entries[-1][0] if entries else ">"
         return entries
@@ -410,18 +410,6 @@ class _Sink:
             retry_on=(CommitFailedException,),
             what=f"commit conflict on {identifier}",
         )
-
-
-def _entries(reply: object) -> list[Entry]:
-    """The entries of an XREADGROUP reply for one stream (RESP2 list or RESP3 map), ids as text."""
-    if not reply:
-        return []
-    streams = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]  # type: ignore[attr-defined]
-    out: list[Entry] = []
-    for entries in streams:
-        for entry_id, fields in entries:
-            out.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields or None))
-    return out
 
 
 def _parse(fields: Mapping[bytes, bytes] | None) -> tuple[FlightEvent | None, str]:

@@ -8,7 +8,7 @@ position, and the stream is the one copy until each has read it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlunparse
 
@@ -18,6 +18,8 @@ from ingestion.events import FlightEvent, to_fields
 
 if TYPE_CHECKING:
     import redis
+
+Entry = tuple[str, Mapping[bytes, bytes] | None]  # (stream id, fields); no fields: deleted from the stream
 
 # Entries per pipelined round trip: enough to hide the network, little enough to hold.
 PUBLISH_CHUNK = 1_000
@@ -95,3 +97,18 @@ def ensure_group(client: redis.Redis, key: str, group: str) -> None:
 
 def _decode_id(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def read_entries(reply: object) -> list[Entry]:
+    """The entries of an XREAD or XREADGROUP reply (RESP2 list or RESP3 map), ids as text.
+
+    An XRANGE reply is the entry list of one stream: ``read_entries([(key, reply)])``.
+    """
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]  # type: ignore[attr-defined]
+    out: list[Entry] = []
+    for entries in streams:
+        for entry_id, fields in entries:
+            out.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields or None))
+    return out

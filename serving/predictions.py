@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,16 +15,28 @@ from serving.prediction_log import PredictionLog, log_row
 from serving.schemas import FlightRequest, ModelRef, Prediction
 
 
+@dataclass(frozen=True)
+class Watermark:
+    """How much of the event stream the features included when a request was answered."""
+
+    events_through: datetime | None  # the latest instant an included event became known
+    stream_position: str | None  # the last stream entry applied (None: the API does not follow the stream)
+
+
 def predict_flights(
     flights: list[FlightRequest],
     served: ServedModel,
     features: OnlineFeatures,
     log: PredictionLog,
     threshold: float,
+    watermark: Watermark | None = None,
     *,
     batch: bool = False,
 ) -> list[Prediction]:
     """Score ``flights`` with one model version and one feature snapshot, queueing a log row per answer.
+
+    ``watermark``: what of the stream the features held, said in every answer (default:
+    the features' own ``events_through``, no stream position).
 
     ``batch``: the flights came as ``/predict/batch``'s list, so an error's
     location names the flight's index in it (even in a list of one).
@@ -44,6 +57,7 @@ def predict_flights(
         rows.append(row)
         missing.append(absent)
         departures.append(departure)
+    watermark = watermark or Watermark(features.events_through, None)
     probabilities = served.predict_proba(rows)
     now = datetime.now(UTC)
     out, logged = [], []
@@ -77,6 +91,8 @@ def predict_flights(
                 features_as_of=features.as_of(departure),
                 horizon_minutes=features.horizon_minutes,
                 missing_features=absent,
+                events_through=watermark.events_through,
+                stream_position=watermark.stream_position,
             )
         )
     log.record(logged)  # before any answer leaves: rows for all of them, or a 503 for all

@@ -11,6 +11,10 @@ Code2 = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2}$", to_upper=True
 Code3 = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{3,4}$", to_upper=True)]
 
 
+# A Redis stream entry id, <milliseconds>-<sequence>; the digits capped so it parses to int64s.
+StreamEntryId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}-[0-9]{1,19}$")]
+
+
 class FlightRequest(BaseModel):
     """A flight as a client knows it before departure."""
 
@@ -71,6 +75,17 @@ class Prediction(BaseModel):
     missing_features: list[str] = Field(
         description="Features the model received as missing (it handles them natively)."
     )
+    events_through: datetime | None = Field(
+        default=None,
+        description="The watermark: the latest instant a flight outcome the features include became known (from"
+        " the batch or the event stream). An outcome known later was not counted, even if it was known before"
+        " features_as_of.",
+    )
+    stream_position: str | None = Field(
+        default=None,
+        description="The last event stream entry the features include (null: this API does not follow the"
+        " stream). Send it back as Lab-Stream-Wait to be answered by features that include it.",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -109,8 +124,29 @@ class LogStatus(BaseModel):
     last_error: str | None = Field(default=None, description="The last database or spool error.")
 
 
+class StreamInfo(BaseModel):
+    """This worker's reading of the flight event stream."""
+
+    following: bool = Field(description="Whether this API follows the stream (LAB_SERVE_FOLLOW_STREAM).")
+    connected: bool = Field(description="Whether the last read of Redis succeeded; false: the features age.")
+    position: str | None = Field(description="The last stream entry applied (or where the batch ends).")
+    events_through: datetime | None = Field(
+        description="The watermark: the latest instant an event applied became known."
+    )
+    lag_seconds: float | None = Field(description="How far the stream's newest entry is ahead of the position.")
+    applied: int = Field(description="Events applied since the features were loaded.")
+    duplicates: int = Field(description="Entries whose event was already counted (a redelivery, or in the batch).")
+    malformed: int = Field(description="Entries that are not a valid event, skipped (the lake sink quarantines them).")
+    errors: int = Field(description="Failed reads of Redis.")
+    gap: bool = Field(description="Entries after the batch's position were trimmed before they were read.")
+    last_error: str | None = None
+
+
 class Readiness(BaseModel):
-    status: str = Field(description="ready (200); loading: no model may serve yet, or not-logging (503).")
+    status: str = Field(
+        description="ready (200); degraded (200: answers go on, but the event stream is unreadable or has a"
+        " gap, so the features age); loading: no model may serve yet, or not-logging (503)."
+    )
     model_version: str | None
     features_version: str | None
     refused: RefusedModel | None = None
@@ -118,6 +154,7 @@ class Readiness(BaseModel):
     features_missing: str | None = Field(
         default=None, description="Why no online features are loaded yet (e.g. none published: run `lab build`)."
     )
+    stream: StreamInfo | None = None
 
 
 class ModelInfo(BaseModel):

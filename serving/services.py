@@ -8,15 +8,18 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import anyio.to_thread
 from fastapi import HTTPException, status
 
+from core.errors import LabError
 from core.settings import Settings
 from ml.artifacts import ModelRefused
 from serving.features import OnlineFeatures
 from serving.model_store import ModelStore, ServedModel
 from serving.prediction_log import LogUnavailable, PredictionLog
-from serving.predictions import predict_flights
+from serving.predictions import Watermark, predict_flights
 from serving.schemas import FlightRequest, Prediction, ReloadResult
+from serving.stream import StreamFollower, StreamStatus, not_following
 from warehouse.online import FeaturesUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class Services:
         self.refusal: Refusal | None = None
         self.features_missing: str | None = None  # why nothing serves yet, when it is the features
         self.log: PredictionLog | None = None
+        self.follower: StreamFollower | None = None  # with LAB_SERVE_FOLLOW_STREAM, once features are loaded
         self._reloading = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -84,6 +88,8 @@ class Services:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+        if self.follower is not None:
+            self.follower.stop()
         if self.log is not None:
             # Bounded by LAB_PREDICTION_LOG_DRAIN_SECONDS: what the database does not
             # take by then is spooled, so nothing answered goes unlogged.
@@ -107,6 +113,8 @@ class Services:
                 self.features_missing = str(exc) if current is None else None
                 log.error("online features not loaded (%s); still serving %s", exc, _features_version(current))
                 raise
+            if new_features is not (current.features if current is not None else None):
+                self._follow(new_features, current)
             self.features_missing = None
             version = self.models.champion_version()
             model = current.model if current is not None and current.model.version == version else None
@@ -127,6 +135,37 @@ class Services:
                 version=model.version if model is not None else None,
                 features_version=new_features.version,
             )
+
+    def _follow(self, features: OnlineFeatures, current: Snapshot | None) -> None:
+        """Have the stream's reader apply events to ``features`` (caught up first, when others are serving).
+
+        Raises:
+            FeaturesUnavailable: Redis does not answer, so the new features cannot be
+                brought up to the events already served; the current ones stay.
+        """
+        if not self.settings.serve_follow_stream:
+            return
+        if self.follower is None:
+            self.follower = StreamFollower(self.settings, features, features.stream_after)
+            self.follower.start()
+            return
+        try:
+            self.follower.adopt(features, features.stream_after)
+        except LabError as exc:
+            log.error("features %s not loaded: %s; still serving %s", features.version, exc, _features_version(current))
+            raise FeaturesUnavailable(
+                f"features {features.version} cannot be brought up to the stream's position ({exc})"
+            ) from None
+
+    async def wait_for_stream(self, entry_id: str | None) -> None:
+        """Wait (bounded) until this worker has applied stream entry ``entry_id``; at once without one or a follower."""
+        follower = self.follower
+        if entry_id is None or follower is None or follower.reached(entry_id):
+            return
+        await anyio.to_thread.run_sync(follower.wait_for, entry_id, self.settings.serve_stream_wait_seconds)
+
+    def stream_status(self) -> StreamStatus:
+        return self.follower.status() if self.follower is not None else not_following()
 
     def _poll(self) -> None:
         """Follow the champion alias in the background; keep serving whatever the registry does."""
@@ -151,6 +190,9 @@ class Services:
         if snapshot is None or prediction_log is None:
             detail = self.features_missing or "no model is being served yet; see /ready"
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
+        follower = self.follower
+        # Read before the features are assembled: they include at least this much of the stream.
+        watermark = Watermark(snapshot.features.events_through, follower.position if follower is not None else None)
         try:
             return predict_flights(
                 flights,
@@ -158,6 +200,7 @@ class Services:
                 snapshot.features,
                 prediction_log,
                 self.settings.decision_threshold,
+                watermark,
                 batch=batch,
             )
         except LogUnavailable as exc:  # record() takes all the request's rows or none

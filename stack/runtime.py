@@ -250,6 +250,8 @@ class Stack:
             "LAB_SERVE_WORKERS": "2",
             # A reload reaches one worker; the others find the new champion at their next poll.
             "LAB_SERVE_POLL_SECONDS": "5",
+            # Every worker reads the flight events (the stack's Redis, LAB_STREAM_* of lab_env).
+            "LAB_SERVE_FOLLOW_STREAM": "true",
         }
 
     def airflow_env(self) -> dict[str, str]:

@@ -12,7 +12,8 @@ what is served stays what it was.
 Layout under ``features_root(settings)`` (a folder, or an S3 prefix)::
 
     current.json                  {"version": ..., "manifest_sha256": ...}
-    <version>/manifest.json       the build, the lake snapshots, rows and sha256 per file
+    <version>/manifest.json       the build, the lake snapshots, the stream position they
+                                  cover, rows and sha256 per file
     <version>/<mart>.parquet
 
 On a folder a version is staged in a hidden folder beside the others and
@@ -44,7 +45,7 @@ import pyarrow.parquet as pq
 
 from core.errors import LabError
 from core.files import fsync_directory
-from core.names import ONLINE_MART_PREFIX
+from core.names import FLIGHT_EVENTS_TABLE, ONLINE_MART_PREFIX
 from core.settings import Settings
 from core.uris import is_s3
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # the manifest's layout; a reader refuses any other
 POINTER = "current.json"
 MANIFEST = "manifest.json"
+STREAM_START = "0-0"  # a stream position before its first entry
 # dbt result statuses of a green build: models "success", tests "pass" (or "warn":
 # a test of warn severity that found rows, which dbt itself counts as passing),
 # exposures "no-op".
@@ -267,6 +269,7 @@ def publish_features(settings: Settings, results: Sequence[Path] | None = None) 
     marts = online_marts(dbt_manifest)
     relations = {name: f"{node['schema']}.{node['alias']}" for name, node in sorted(marts.items())}
     tables = query_all(settings, {name: f"select * from {relation}" for name, relation in relations.items()})
+    lake_snapshots = recorded(settings)
     created = datetime.now(UTC)
     version = f"{created:%Y%m%dT%H%M%S%f}Z-{_sha256(' '.join(invocations).encode())[:8]}"
     files: dict[str, bytes] = {}
@@ -288,7 +291,8 @@ def publish_features(settings: Settings, results: Sequence[Path] | None = None) 
         "version": version,
         "created_at": created.isoformat(),
         "dbt": {"target": settings.dbt_target, "invocation_ids": invocations},
-        "lake_snapshots": {name: str(snapshot) for name, snapshot in recorded(settings).items()},
+        "lake_snapshots": {name: str(snapshot) for name, snapshot in lake_snapshots.items()},
+        "stream": {"key": settings.stream_key, "after": stream_position(settings, lake_snapshots)},
         "tables": entries,
     }
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -297,6 +301,24 @@ def publish_features(settings: Settings, results: Sequence[Path] | None = None) 
     log.info("online features %s published to %s", version, store.root)
     _prune(store, settings.features_keep_versions, version)
     return Publication(version, {name: entry["rows"] for name, entry in entries.items()}, True, store.root)
+
+
+def stream_position(settings: Settings, lake_snapshots: dict[str, int]) -> str:
+    """The last entry of the flight event stream the build counted: where an API worker starts reading it.
+
+    The build read ``raw.flight_events`` at the snapshot ``lake_snapshots`` names, and
+    that snapshot's summary (the sink writes it with each commit) says through which
+    entry of ``settings.stream_key`` it holds every event. No such table or commit:
+    the build counted nothing of the stream, which is then read from its start.
+    """
+    from ingestion.event_sink import committed_position
+    from ingestion.storage import open_catalog
+
+    snapshot = lake_snapshots.get(FLIGHT_EVENTS_TABLE)
+    if snapshot is None:
+        return STREAM_START
+    table = open_catalog(settings).load_table(f"{settings.raw_namespace}.{FLIGHT_EVENTS_TABLE}")
+    return committed_position(table, settings.stream_key, snapshot) or STREAM_START
 
 
 def _prune(store: _Store, keep: int, current: str) -> None:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from core.names import CHAMPION
 from serving.deps import ServicesDep
-from serving.schemas import Health, LogStatus, ModelInfo, Readiness, RefusedModel
+from serving.schemas import Health, LogStatus, ModelInfo, Readiness, RefusedModel, StreamInfo
 from serving.services import Services
 
 router = APIRouter(tags=["operations"])
@@ -27,18 +27,29 @@ def check_readiness(services: ServicesDep) -> JSONResponse:
 
     A log that spools while its database is away is ``degraded`` and still
     ready (every answer is kept); a log that can keep nothing is ``failing``,
-    and then /predict answers 503, and so does this.
+    and then /predict answers 503, and so does this. An API that follows the event
+    stream and cannot read it (Redis away) is ``degraded`` and still ready: answers go
+    on from the features as they are, each marked with its watermark.
     """
     snapshot = services.snapshot
     health = services.log.health() if services.log is not None else None
     logs_ok = health is not None and health.status != "failing"
+    stream = services.stream_status()
+    stream_ok = not stream.following or (stream.connected and not stream.gap)
     body = Readiness(
-        status="loading" if snapshot is None else "ready" if logs_ok else "not-logging",
+        status="loading"
+        if snapshot is None
+        else "not-logging"
+        if not logs_ok
+        else "ready"
+        if stream_ok
+        else "degraded",
         model_version=snapshot.model.version if snapshot is not None else None,
         features_version=snapshot.features.version if snapshot is not None else None,
         refused=_refused(services),
         log=LogStatus(**asdict(health)) if health is not None else None,
         features_missing=services.features_missing,
+        stream=StreamInfo(**asdict(stream)),
     )
     code = status.HTTP_200_OK if snapshot is not None and logs_ok else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(body.model_dump(mode="json"), status_code=code)

@@ -31,10 +31,11 @@ class StandInTrees:
 
 
 class StandInFeatures:
-    """What ``predict_flights`` asks of the online features: ``assemble``, ``as_of``, the horizon and a version."""
+    """What ``predict_flights`` asks of the features: ``assemble``, ``as_of``, the horizon, a version, a watermark."""
 
     version = FEATURES_VERSION
     horizon_minutes = 120
+    events_through: datetime | None = None
 
     def as_of(self, departure_utc: datetime) -> datetime:
         return departure_utc - timedelta(minutes=self.horizon_minutes)

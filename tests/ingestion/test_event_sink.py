@@ -34,6 +34,7 @@ from pyiceberg.table import Table
 from typer.testing import CliRunner
 
 from core.errors import LabError
+from core.names import FLIGHT_EVENTS_TABLE
 from core.processes import free_port
 from core.settings import Settings, get_settings
 from ingestion import event_sink
@@ -238,6 +239,17 @@ def test_every_published_event_lands_once_with_its_values_and_lineage(
     positions = [parse_stream_id(s[LAST_ID_PROPERTY]) for s in summaries if s is not None]
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     assert summaries[-1] is not None and summaries[-1][LAST_ID_PROPERTY] == last == report.last_id
+
+    # What a build that read a snapshot records as where the API starts reading (the features' manifest).
+    from warehouse.online import STREAM_START, stream_position
+
+    for snapshot in snapshots:
+        assert snapshot.summary is not None
+        read = {FLIGHT_EVENTS_TABLE: snapshot.snapshot_id}
+        assert stream_position(stream, read) == snapshot.summary[LAST_ID_PROPERTY]
+    other_key = stream.model_copy(update={"stream_key": f"{stream.stream_key}:other"})
+    assert stream_position(other_key, {FLIGHT_EVENTS_TABLE: snapshots[-1].snapshot_id}) == STREAM_START
+    assert stream_position(stream, {}) == STREAM_START  # a build that read no events covers none
     assert pending(client, stream) == 0
 
 

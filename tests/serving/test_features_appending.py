@@ -25,6 +25,8 @@ from core.settings import Settings
 from ingestion.events import FlightEvent
 from serving.features import SAME_DAY_COLUMNS, OnlineFeatures, Outcomes, PlaneDepartures
 from serving.schemas import FlightRequest
+from tests.helpers.features import event_of_row
+from warehouse.online import read_current
 
 SPLIT = datetime(2013, 6, 15, 12, tzinfo=UTC)
 REQUESTS = 3000
@@ -129,37 +131,9 @@ def test_plane_departures_with_a_tail_find_the_latest_like_a_brute_force(seed: i
 # --- the bundled year, split at T ------------------------------------------------------------
 
 
-def _event(index: int, row: dict[str, Any]) -> FlightEvent:
-    """A row of ``online_flight_outcomes`` as the event that reports it.
-
-    The mart holds no flight key (year, month, day, number), only ``flight_id``; the
-    row's position stands in for the number, which keeps every id unique. The
-    outcome (kind, instants, delay) is the row's own, so the event is exactly the
-    row the batch indexes, and FlightEvent checks ``at`` is scheduled + delay.
-    """
-    scheduled: datetime = row["scheduled_departure_at"]
-    cancelled = bool(row["is_cancelled"])
-    return FlightEvent(
-        kind="cancelled" if cancelled else "departed",
-        year=scheduled.year,
-        month=scheduled.month,
-        day=scheduled.day,
-        carrier=row["carrier"],
-        flight=index,
-        origin=row["origin"],
-        dest=row["dest"],
-        tailnum=row["tailnum"],
-        scheduled_departure_at=scheduled,
-        at=row["outcome_known_at"],
-        departure_delay_minutes=None if cancelled else row["departure_delay_minutes"],
-    )
-
-
 @pytest.fixture(scope="module")
 def split_year(duckdb_built: Settings) -> dict[str, Any]:
     """The published tables; the outcomes known from T on as events (in time order); requests after T."""
-    from warehouse.online import read_current
-
     settings = duckdb_built
     tables = dict(read_current(settings).tables)
     outcomes = tables["online_flight_outcomes"]
@@ -168,7 +142,7 @@ def split_year(duckdb_built: Settings) -> dict[str, Any]:
         pc.greater_equal(outcomes["outcome_known_at"], pa.scalar(SPLIT, pa.timestamp("us", tz="UTC"))), False
     )
     later = outcomes.filter(from_split).sort_by([("outcome_known_at", "ascending"), ("flight_id", "ascending")])
-    events = [_event(i + 1, row) for i, row in enumerate(later.to_pylist())]
+    events = [event_of_row(row) for row in later.to_pylist()]
     stale_tables = {**tables, "online_flight_outcomes": outcomes.filter(pc.invert(from_split))}
     everything = OnlineFeatures.from_tables(
         "all", tables, settings.prediction_horizon_minutes, late_departure_minutes=settings.late_departure_minutes
@@ -253,7 +227,7 @@ def test_applying_them_shuffled_equals_the_batch_of_everything(split_year: dict[
 def test_an_event_applied_twice_counts_once(split_year: dict[str, Any]) -> None:
     features = _stale(split_year)
     events: list[FlightEvent] = split_year["events"]
-    assert features.events_through is None
+    assert features.events_through is not None and features.events_through < SPLIT  # the batch's latest
     assert all(features.apply(event) for event in events)
     through = features.events_through
     assert not any(features.apply(event) for event in events)
@@ -262,6 +236,31 @@ def test_an_event_applied_twice_counts_once(split_year: dict[str, Any]) -> None:
     assert not features.apply(again)
     assert features.events_through == through
     assert _differing(features, split_year) == []
+
+
+@pytest.mark.slow
+def test_an_event_the_batch_counts_is_not_counted_again(split_year: dict[str, Any]) -> None:
+    """Where batch and stream overlap (a month's file landed after its events), the batch's row counts once.
+
+    The broken variant, the same features without the batch's event ids, counts every
+    overlapping event twice, and its features are not the batch's.
+    """
+    events: list[FlightEvent] = split_year["events"]
+    settings: Settings = split_year["settings"]
+    tables = read_current(settings).tables
+    whole = OnlineFeatures.from_tables(
+        "all", tables, settings.prediction_horizon_minutes, settings.late_departure_minutes
+    )
+    assert len(whole.batch_event_hashes) == tables["online_flight_outcomes"].num_rows
+    assert not any(whole.apply(event) for event in events)
+    assert _differing(whole, split_year) == []
+
+    broken = OnlineFeatures.from_tables(
+        "all", tables, settings.prediction_horizon_minutes, settings.late_departure_minutes
+    )
+    broken.batch_event_hashes = broken.batch_event_hashes[:0]
+    assert all(broken.apply(event) for event in events)
+    assert len({i for i, *_ in _differing(broken, split_year)}) > REQUESTS // 2
 
 
 @pytest.mark.slow
