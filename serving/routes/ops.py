@@ -35,7 +35,8 @@ def check_readiness(services: ServicesDep) -> JSONResponse:
     health = services.log.health() if services.log is not None else None
     logs_ok = health is not None and health.status != "failing"
     stream = services.stream_status()
-    stream_ok = not stream.following or (stream.connected and not stream.gap)
+    # Not connected yet, with no failed read, is a worker still starting its first read.
+    stream_ok = not stream.following or (not stream.gap and (stream.connected or stream.errors == 0))
     body = Readiness(
         status="loading"
         if snapshot is None
