@@ -67,6 +67,7 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
     from warehouse import snapshots
     from warehouse.connection import duckdb_connect
     from warehouse.dbt import run_dbt
+    from warehouse.publish import never_loaded
 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
@@ -105,6 +106,11 @@ def reproduce(settings: Settings, run_id: str) -> Reproduction:
             conn.register("batches", batches)
             conn.execute(f'create table raw."{name}" as select * from batches')
             conn.unregister("batches")
+        # What the run's build had not loaded (the stream's events before the sink's first commit) it read empty.
+        for name, empty in never_loaded(set(recorded)).items():
+            conn.register("empty", empty)
+            conn.execute(f'create table raw."{name}" as select * from empty')
+            conn.unregister("empty")
         copied = [snapshots.PublishedTable(name, snapshot_id, "", 0) for name, snapshot_id in recorded.items()]
         snapshots.replace(conn.execute, conn.executemany, copied, "?")
     run_dbt(scratch, ["run", "--select", f"+{TRAINING_MART}"])

@@ -53,7 +53,7 @@ SERVICES: tuple[Service, ...] = (
         after=(*_AIRFLOW_AFTER, "airflow-api-server", "s3-init", "mlflow-init"),
         replicas=2,
     ),
-    Service("api", after=("postgres", "s3-init", "mlflow-init")),
+    Service("api", after=("postgres", "redis", "s3-init", "mlflow-init")),  # redis: the flight event stream it follows
     # `lab stream sink`: the flight events into raw.flight_events, as the ingest role and identity.
     Service("stream-sink", after=("postgres", "redis", "s3-init")),
     # `lab ingest` alone, with the ingest role and identity (the workers run it as the pipeline).

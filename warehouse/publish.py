@@ -88,7 +88,7 @@ def _raw_tables(settings: Settings) -> list[PublishedTable]:
     return tables
 
 
-def _never_loaded(loaded: list[PublishedTable]) -> dict[str, pa.Table]:
+def never_loaded(loaded: set[str]) -> dict[str, pa.Table]:
     """Table name -> its empty table, for every bundled source (and the stream's events) the lake has not loaded.
 
     Only the bundled declarations, which the dbt project's sources name: a
@@ -96,16 +96,15 @@ def _never_loaded(loaded: list[PublishedTable]) -> dict[str, pa.Table]:
     and a problem in it is that load's to report, not every build's. The events
     table has the columns the sink creates it with (``events_table_schema``).
     """
-    names = {table.name for table in loaded}
     shapes = {name: empty_arrow_table(decl) for name, decl in load_declarations().items()}
     shapes[FLIGHT_EVENTS_TABLE] = events_table_schema().as_arrow().empty_table()
-    return {name: shape for name, shape in sorted(shapes.items()) if name not in names}
+    return {name: shape for name, shape in sorted(shapes.items()) if name not in loaded}
 
 
 def publish(settings: Settings) -> list[PublishedTable]:
     """Publish every loaded raw table to ``settings.dbt_target``, and every declared or streamed unloaded one empty."""
     tables = _raw_tables(settings)
-    empty = _never_loaded(tables)
+    empty = never_loaded({table.name for table in tables})
     if settings.dbt_target == "duckdb":
         _publish_duckdb(settings, tables, empty)
     else:
