@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -60,7 +61,7 @@ from core.names import FLIGHT_EVENTS_TABLE, QUARANTINE_TABLE
 from core.retry import with_retries
 from core.settings import Settings
 from core.uris import redact
-from ingestion.event_stream import Entry, connect, ensure_group, read_entries, stream_uri
+from ingestion.event_stream import Entry, connect, ensure_group, read_entries, stream_uri, through_outages
 from ingestion.events import EVENT_SCHEMA, EventError, FlightEvent, from_fields
 from ingestion.quarantine import UNKNOWN_PARTITION, quarantine_table
 from ingestion.storage import open_catalog
@@ -246,6 +247,7 @@ class _Sink:
         self.seen = committed_event_ids(self.table)
         self.report = SinkReport(stream=self.source, table=self.identifier, started_after=self.position)
         self._cursor = "0"  # this consumer's pending entries first, then ">" (never delivered)
+        self.stop: threading.Event | None = None
         log.info(
             "sink: %s as %s/%s into %s, committed through %s",
             self.source,
@@ -256,6 +258,7 @@ class _Sink:
         )
 
     def run(self, stop: threading.Event | None, max_idle_seconds: float | None) -> SinkReport:
+        self.stop = stop
         batch_events = self.settings.sink_batch_events
         batch_seconds = self.settings.sink_batch_seconds
         batch: list[Entry] = []
@@ -294,11 +297,26 @@ class _Sink:
         """Up to ``count`` entries: pending ones while any are left (no waiting), then new ones (waiting ``wait`` s)."""
         # BLOCK 0 would wait for ever; a history read ignores BLOCK.
         block = max(1, int(wait * 1000)) if self._cursor == ">" else None
-        reply = self.client.xreadgroup(self.group, CONSUMER, {self.key: self._cursor}, count=count, block=block)
+        reply = through_outages(lambda: self._read_group(count, block), f"the sink read {self.key}", stop=self.stop)
         entries = read_entries(reply)
         if self._cursor != ">":
             self._cursor = entries[-1][0] if entries else ">"
         return entries
+
+    def _read_group(self, count: int, block: int | None) -> object:
+        import redis
+
+        try:
+            return self.client.xreadgroup(self.group, CONSUMER, {self.key: self._cursor}, count=count, block=block)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis came back without the group (restarted with no persistence): entries are
+            # skipped by the committed position and event ids, so reading from the first is safe.
+            log.warning("sink: the group %s on %s is gone; created again from the first entry", self.group, self.key)
+            ensure_group(self.client, self.key, self.group)
+            self._cursor = "0"
+            return self.client.xreadgroup(self.group, CONSUMER, {self.key: self._cursor}, count=count, block=block)
 
     def _close(self, batch: list[Entry]) -> None:
         """Commit the batch (its malformed entries, then its new events), then ack every entry of it."""
@@ -332,7 +350,9 @@ class _Sink:
             self.on_commit(self.report)
         entry_ids = [entry_id for entry_id, _ in batch]
         for start in range(0, len(entry_ids), ACK_CHUNK):
-            self.client.xack(self.key, self.group, *entry_ids[start : start + ACK_CHUNK])
+            # Committed: should Redis stay away, the entries are read again and skipped by the position.
+            ack = partial(self.client.xack, self.key, self.group, *entry_ids[start : start + ACK_CHUNK])
+            through_outages(ack, "the sink acked a commit")
         self.report.last_id = last_id
 
     def _properties(self, last_id: str, load_id: str, **counts: int) -> dict[str, str]:

@@ -8,8 +8,11 @@ position, and the stream is the one copy until each has read it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse, urlunparse
 
 from core.errors import LabError
@@ -19,6 +22,9 @@ from ingestion.events import FlightEvent, to_fields
 if TYPE_CHECKING:
     import redis
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 Entry = tuple[str, Mapping[bytes, bytes] | None]  # (stream id, fields); no fields: deleted from the stream
 
 # Entries per pipelined round trip: enough to hide the network, little enough to hold.
@@ -27,6 +33,10 @@ PUBLISH_CHUNK = 1_000
 # waits longer, so a read that times out is Redis going away, not the wait ending.
 SOCKET_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 3.0
+# How long a publisher or the sink waits for a Redis that went away (a restart, a failover) before
+# giving up, and the pauses between attempts: a restart of a Redis with its append-only file is seconds.
+OUTAGE_SECONDS = 120.0
+RETRY_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 def connect(url: str) -> redis.Redis:
@@ -78,6 +88,51 @@ def publish(client: redis.Redis, key: str, events: Iterable[FlightEvent]) -> str
     if pending:
         last = _decode_id(pipe.execute()[-1])
     return last
+
+
+def through_outages(
+    call: Callable[[], T],
+    what: str,
+    *,
+    patience: float = OUTAGE_SECONDS,
+    stop: threading.Event | None = None,
+    on_outage: Callable[[str], None] | None = None,
+) -> T:
+    """``call()``, again after each lost connection to Redis, for up to ``patience`` seconds of outage.
+
+    Only a lost or refused connection (``ConnectionError``, ``TimeoutError``) is retried: a
+    command Redis refuses is an error of the caller's. redis-py reconnects on the next command,
+    so calling again is all a retry takes. A retried XADD may have been applied before the
+    connection dropped, so a publisher may add an entry twice; every consumer counts an event
+    once by its id, so that changes no count.
+
+    Raises:
+        redis.ConnectionError | redis.TimeoutError: still away after ``patience`` seconds
+            (or when ``stop`` is set).
+    """
+    import redis
+
+    deadline: float | None = None
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + patience
+                reason = redact(f"{type(exc).__name__}: {exc}")
+                log.warning("Redis went away while %s (%s); retrying for up to %.0f s", what, reason, patience)
+                if on_outage is not None:
+                    on_outage(f"Redis went away while {what} ({reason}); retrying for up to {patience:.0f} s")
+            if now >= deadline or (stop is not None and stop.is_set()):
+                raise
+            pause = RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)]
+            attempt += 1
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
 
 
 def ensure_group(client: redis.Redis, key: str, group: str) -> None:

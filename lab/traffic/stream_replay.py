@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.errors import LabError
-from ingestion.event_stream import publish
+from ingestion.event_stream import publish, through_outages
 from ingestion.events import FlightEvent, iter_events, to_fields
 from lab.traffic.timeline import EVENT, Timeline, as_datetime, micros, micros_column
 
@@ -55,6 +55,7 @@ HELD_BACK_EVENTS = 20
 # stream runs only a little ahead of the requests.
 IN_FLIGHT_PER_THREAD = 2
 PROGRESS_EVERY = 100  # requests between progress reports
+SAMPLE_EVERY = 500  # answers between the samples a replay keeps to show
 # After the last request, how long the replay waits for the API to apply the last entry, for the
 # watermark it reports; entries after the last request (late events, a released held event) come after it.
 SETTLE_SECONDS = 5.0
@@ -79,6 +80,8 @@ class StreamReplayResult:
     last_event_at: datetime | None = None  # the latest instant of a real event published
     api_stream: dict[str, Any] | None = None  # the API's /ready "stream" object after the replay
     seconds: float = 0.0
+    samples: list[dict[str, Any]] = field(default_factory=list)  # every SAMPLE_EVERY-th answer: request and answer
+    redis_outages: int = 0  # times Redis went away while the replay published (each ridden out, or the replay failed)
 
 
 def parse_speed(text: str) -> float | None:
@@ -268,18 +271,29 @@ class EventPublisher:
     def _flush(self, batch: list[FlightEvent], first: int) -> None:
         if not batch:
             return
-        self.last_id = publish(self.client, self.key, batch) or self.last_id
+        self.last_id = self._publish(batch) or self.last_id
         self.result.events += len(batch)
         self.last_event = batch[-1]
         # The batch is consecutive events of the timeline, in time order: its last is its latest.
         latest = int(self.event_at[first + len(batch) - 1])
         self.max_at_us = latest if self.max_at_us is None else max(self.max_at_us, latest)
 
+    def _publish(self, events: list[FlightEvent]) -> str | None:
+        """XADD the events, riding out a Redis restart (an event added twice then is a duplicate, counted once)."""
+
+        def away(line: str) -> None:
+            self.result.redis_outages += 1
+            self.note(line)
+
+        return through_outages(
+            lambda: publish(self.client, self.key, events), "publishing the replay's events", on_outage=away
+        )
+
     def _inject_before(self, event: FlightEvent, index: int) -> bool:
         """Inject the pending faults before the event at ``index``; True if that event is the one held back."""
         if "duplicate" in self.pending and self.last_event is not None:
             self.pending.discard("duplicate")
-            entry = publish(self.client, self.key, [self.last_event])
+            entry = self._publish([self.last_event])
             self.last_id = entry or self.last_id
             self._fault(
                 "duplicate",
@@ -309,7 +323,7 @@ class EventPublisher:
         assert self.held is not None
         event, index, release = self.held
         self.held = None
-        entry = publish(self.client, self.key, [event])
+        entry = self._publish([event])
         self.last_id = entry or self.last_id
         self.result.events += 1
         self.max_at_us = max(self.max_at_us or 0, int(self.event_at[index]))
@@ -392,14 +406,17 @@ class _Sender:
             answer = response.json()
         except ValueError:
             answer = None
-        exact, caught_up = judge(answer if isinstance(answer, dict) else {}, wait_id, needed_us)
+        answer = answer if isinstance(answer, dict) else {}
+        exact, caught_up = judge(answer, wait_id, needed_us)
         result.behind += not caught_up
+        if result.answered % SAMPLE_EVERY == 1:
+            result.samples.append({"request": body, "answer": answer})
         if exact:
             result.exact += 1
             return
         result.stale += 1
         if not result.first_stale and needed_us is not None:
-            through = answer.get("events_through") if isinstance(answer, dict) else None
+            through = answer.get("events_through")
             result.first_stale = (
                 f"{body['carrier']}{body['flight']} {body['origin']} {body['scheduled_departure']}: events_through "
                 f"{through}, the latest event published before it {as_datetime(needed_us).isoformat()}"

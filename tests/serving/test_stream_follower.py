@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +27,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from core.processes import free_port, port_answers
+from core.processes import free_port
 from core.settings import Settings
 from ingestion.event_stream import connect
 from ingestion.events import FlightEvent, to_fields
@@ -38,6 +35,7 @@ from serving.app import create_app
 from serving.features import OnlineFeatures
 from serving.schemas import FlightRequest
 from tests.helpers.features import event_of_row, publish_tables
+from tests.helpers.redis_server import RedisServer
 from warehouse.online import read_current
 
 pytestmark = pytest.mark.integration
@@ -218,9 +216,8 @@ def test_a_restarted_redis_loses_nothing_and_the_answers_equal_the_batch(
 ) -> None:
     """Redis restarted in the middle of the stream: readiness degrades, answers go on, and the rest is applied."""
     events: list[FlightEvent] = window["events"]
-    port = free_port()
-    server = _RedisServer(port, tmp_path / "redis")
-    own = follow.model_copy(update={"stream_redis_url": f"redis://127.0.0.1:{port}/0"})
+    server = RedisServer(tmp_path / "redis")
+    own = follow.model_copy(update={"stream_redis_url": server.url})
     publish_tables(own, window["stale"], stream_after="0-0")
     half = len(events) // 2
     try:
@@ -270,35 +267,3 @@ def test_a_bad_stream_wait_header_is_a_422_naming_it(follow: Settings, window: d
             response = client.post("/predict", json=window["bodies"][0], headers={"Lab-Stream-Wait": bad})
             assert response.status_code == 422, bad
             assert "Lab-Stream-Wait" in response.text or "lab-stream-wait" in response.text
-
-
-class _RedisServer:
-    """A redis-server of this test's own, appending every write to its file: a restart keeps the stream."""
-
-    def __init__(self, port: int, folder: Path) -> None:
-        self.port, self.folder = port, folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        server = shutil.which("redis-server")
-        assert server is not None, "redis-server is not on PATH"
-        self.process = subprocess.Popen(
-            [
-                *(server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)),
-                *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not port_answers("127.0.0.1", self.port):
-            assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=10)
-        self.process = None
