@@ -87,6 +87,7 @@ class Stack:
         self.secrets_file = self.root / "secrets.env"
         self.logs = self.root / "logs"
         self.pgdata = self.root / "pgdata"
+        self.redis_data = self.root / "redis"  # its append-only file (compose: the redis-data volume)
         self.lab_home = self.root / "lab"  # LAB_HOME of every service (compose: /data/lab)
         self.seaweedfs_data = self.root / "seaweedfs"  # each server's folder (compose: a volume each)
         self.s3_identities = self.root / "s3-config" / "identities.json"  # written by s3-config, mode 0600
@@ -331,7 +332,12 @@ class Stack:
                 *("-k", str(self.pgdata)),
             ]
         if service == "redis":
-            return ["redis-server", "--port", str(state.redis_port), "--bind", "127.0.0.1", "--save", ""]
+            self.redis_data.mkdir(parents=True, exist_ok=True)
+            # The stream is the one copy of an event until every reader has it: a restart must keep it.
+            return [
+                *("redis-server", "--port", str(state.redis_port), "--bind", "127.0.0.1", "--save", ""),
+                *("--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.redis_data)),
+            ]
         if service.startswith("seaweedfs-") or service == "s3":
             server = service.removeprefix("seaweedfs-")
             replica = int(server.rsplit("-", 1)[1]) if server.startswith("volume-") else 1

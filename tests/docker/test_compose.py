@@ -232,6 +232,15 @@ def test_airflow_runs_as_its_components() -> None:
         assert _env(SERVICES["airflow-scheduler"])["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "True"
 
 
+def test_redis_keeps_the_stream_across_a_restart() -> None:
+    """The event stream's one copy: an append-only file on a named volume, as `lab stack`'s redis-server has it."""
+    redis = SERVICES["redis"]
+    assert "--appendonly yes" in _words(redis["command"])
+    assert "redis-data:/data" in redis["volumes"] and "redis-data" in COMPOSE["volumes"]
+    runtime = (PROJECT_ROOT / "stack" / "runtime.py").read_text()
+    assert '"--appendonly", "yes"' in runtime
+
+
 def test_airflow_runs_celery_on_redis_with_its_metadata_on_postgres() -> None:
     redis = SERVICES["redis"]
     assert "redis-cli" in _words(redis["healthcheck"]["test"]) and "ping" in _words(redis["healthcheck"]["test"])
