@@ -34,6 +34,7 @@ from core.settings import Settings, get_settings
 from ingestion.event_stream import connect
 from ingestion.events import EventError, FlightEvent, bundled_flights, from_fields, iter_events, to_fields
 from lab.main import EXIT_USER_ERROR, app
+from lab.traffic.parity import as_utc
 from lab.traffic.stream_replay import (
     FAULTS,
     HELD_BACK_EVENTS,
@@ -586,7 +587,7 @@ def test_an_api_killed_mid_replay_resumes_from_the_batch_position_and_the_stream
             sa.text("select carrier, flight, tailnum, origin, dest, scheduled_departure_at, features from predictions")
         ).all()
     due = cut + timedelta(minutes=serve.prediction_horizon_minutes)  # the requests of the rest are scheduled from here
-    rows = [(row, _utc(row.scheduled_departure_at)) for row in logged]
+    rows = [(row, as_utc(row.scheduled_departure_at)) for row in logged]
     rows = [(row, departure) for row, departure in rows if departure >= due]
     assert len(rows) == rest.requests.num_rows  # a graceful stop logged every answer
     differing = []
@@ -603,12 +604,6 @@ def test_an_api_killed_mid_replay_resumes_from_the_batch_position_and_the_stream
         if json.loads(row.features) != expected:
             differing.append(row)
     assert differing == [], f"{len(differing)} of {len(rows)} differ, e.g. {differing[0]}"
-
-
-def _utc(value: object) -> datetime:
-    """A logged instant (a datetime, or SQLite's text of one; naive is UTC) as an aware UTC datetime."""
-    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 # --- Redis restarted mid-replay, and the broken variant: an API that ignores the stream -------------
